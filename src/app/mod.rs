@@ -1,0 +1,4 @@
+//! The application layer: configuration, wiring, the supervisor loop and shutdown. Only this
+//! layer spawns long-lived tasks; only `main` exits the process.
+
+pub mod config;

@@ -1,0 +1,394 @@
+//! The lifecycle of one claimed task as pure transitions: apply an event to a state at time
+//! `now`, get the next state and the effects the app must carry out.
+//!
+//! | state        | event                   | next                      | effects |
+//! |--------------|-------------------------|---------------------------|---------|
+//! | `Running`    | `CancelRequested(User)` | `Cancelling(User)`        | cancel execution, backend cancel hook |
+//! | `Running`    | `CancelRequested(Shutdown)` | `Cancelling(Shutdown)` | cancel execution |
+//! | `Cancelling` | `CancelRequested(_)`    | unchanged (first wins)    | none |
+//! | `Running`/`Cancelling` | `Finished(outcome)` | removed, or `Spawned` | report, record |
+//! | `Spawned`    | `CancelRequested(User)` | removed                   | backend cancel hook |
+//! | `Spawned`    | `CancelRequested(Shutdown)` | unchanged (preserved) | none |
+//! | `Spawned`    | `Finished(_)`           | error                     | — |
+
+use std::time::{Duration, Instant};
+
+use crate::domain::failure::{
+    CancelSource, Exit, FailurePhase, FailureReason, TaskFailure, TaskResult, Verdict, classify,
+};
+use crate::domain::report::TaskReport;
+use crate::domain::task::TaskId;
+
+/// Where a claimed task is. Only tasks in `Running` or `Cancelling` hold a concurrency slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// The executor is running it.
+    Running {
+        /// When execution started (after the claim).
+        started_at: Instant,
+    },
+    /// A stop was requested; the executor is winding it down.
+    Cancelling {
+        /// When execution started.
+        started_at: Instant,
+        /// Who asked first.
+        source: CancelSource,
+    },
+    /// Handed off to a remote runtime; kept only so a later user cancel reaches the backend.
+    Spawned,
+}
+
+/// Something that happened to a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// The server or the worker's shutdown asked the task to stop.
+    CancelRequested(CancelSource),
+    /// The executor returned.
+    Finished(Result<Exit, TaskFailure>),
+}
+
+/// Work the app carries out after a transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Fire the task's cancellation token.
+    CancelExecution,
+    /// Call the executor's best-effort cancel hook (runs `cancel_command` on the Command
+    /// backend), detached from shutdown and bounded in time.
+    InvokeBackendCancel,
+    /// Send this report to the control plane.
+    Report(TaskReport),
+    /// Record the end of one execution in metrics.
+    RecordFinished {
+        /// The `result` label.
+        result: TaskResult,
+        /// From execution start to now.
+        duration: Duration,
+        /// The failure labels, when reported as `task_failed`.
+        failure: Option<(FailurePhase, FailureReason)>,
+    },
+}
+
+/// The outcome of applying an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The new state; `None` removes the task from the active table.
+    pub next: Option<TaskState>,
+    /// Effects, in the order the app must carry them out.
+    pub effects: Vec<Effect>,
+}
+
+/// An event that makes no sense in the current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task {task_id}: event {event} is not valid in state {state}")]
+pub struct TransitionError {
+    /// The task.
+    pub task_id: TaskId,
+    /// The state's name.
+    pub state: &'static str,
+    /// The event's name.
+    pub event: &'static str,
+}
+
+impl TaskState {
+    /// The state a freshly claimed task starts in.
+    pub fn started(now: Instant) -> Self {
+        Self::Running { started_at: now }
+    }
+
+    /// True while the task holds a concurrency slot.
+    pub fn holds_slot(&self) -> bool {
+        !matches!(self, Self::Spawned)
+    }
+
+    /// The recorded cancellation source, if any.
+    pub fn cancel_source(&self) -> Option<CancelSource> {
+        match self {
+            Self::Cancelling { source, .. } => Some(*source),
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Running { .. } => "running",
+            Self::Cancelling { .. } => "cancelling",
+            Self::Spawned => "spawned",
+        }
+    }
+
+    /// Applies `event` at time `now`.
+    ///
+    /// # Errors
+    /// [`TransitionError`] when a spawned task is reported finished a second time.
+    pub fn apply(
+        self,
+        task_id: &TaskId,
+        event: TaskEvent,
+        now: Instant,
+    ) -> Result<Transition, TransitionError> {
+        use CancelSource::*;
+        let stay = |state| Transition {
+            next: Some(state),
+            effects: Vec::new(),
+        };
+        Ok(match (self, event) {
+            (Self::Running { started_at }, TaskEvent::CancelRequested(source)) => {
+                let mut effects = vec![Effect::CancelExecution];
+                if source == User {
+                    effects.push(Effect::InvokeBackendCancel);
+                }
+                Transition {
+                    next: Some(Self::Cancelling { started_at, source }),
+                    effects,
+                }
+            }
+            (state @ Self::Cancelling { .. }, TaskEvent::CancelRequested(_)) => stay(state),
+            (Self::Spawned, TaskEvent::CancelRequested(User)) => Transition {
+                next: None,
+                effects: vec![Effect::InvokeBackendCancel],
+            },
+            (Self::Spawned, TaskEvent::CancelRequested(Shutdown)) => stay(Self::Spawned),
+            (
+                state @ (Self::Running { .. } | Self::Cancelling { .. }),
+                TaskEvent::Finished(outcome),
+            ) => {
+                let started_at = match state {
+                    Self::Running { started_at } | Self::Cancelling { started_at, .. } => {
+                        started_at
+                    }
+                    Self::Spawned => unreachable!("matched above"),
+                };
+                finish(
+                    task_id,
+                    &state,
+                    &outcome,
+                    now.saturating_duration_since(started_at),
+                )
+            }
+            (state @ Self::Spawned, event @ TaskEvent::Finished(_)) => {
+                return Err(TransitionError {
+                    task_id: task_id.clone(),
+                    state: state.name(),
+                    event: event_name(&event),
+                });
+            }
+        })
+    }
+}
+
+fn finish(
+    task_id: &TaskId,
+    state: &TaskState,
+    outcome: &Result<Exit, TaskFailure>,
+    duration: Duration,
+) -> Transition {
+    let verdict = classify(outcome, state.cancel_source());
+    let failure = match &verdict {
+        Verdict::Failed(f) => Some((f.phase, f.reason)),
+        _ => None,
+    };
+    let mut effects = Vec::with_capacity(2);
+    if let Some(report) = TaskReport::terminal(task_id.clone(), &verdict) {
+        effects.push(Effect::Report(report));
+    }
+    effects.push(Effect::RecordFinished {
+        result: verdict.result(),
+        duration,
+        failure,
+    });
+    // A dispatched task stays reachable for a later user cancel, unless one already arrived.
+    let next = (verdict == Verdict::Dispatched && state.cancel_source().is_none())
+        .then_some(TaskState::Spawned);
+    Transition { next, effects }
+}
+
+fn event_name(event: &TaskEvent) -> &'static str {
+    match event {
+        TaskEvent::CancelRequested(CancelSource::User) => "cancel(user)",
+        TaskEvent::CancelRequested(CancelSource::Shutdown) => "cancel(shutdown)",
+        TaskEvent::Finished(_) => "finished",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::failure::{CANCELLED_MESSAGE, COMPLETED_MESSAGE};
+
+    fn id() -> TaskId {
+        TaskId::parse("t1").unwrap()
+    }
+
+    fn check(state: TaskState, event: TaskEvent) -> Transition {
+        state
+            .apply(&id(), event, t0() + Duration::from_secs(5))
+            .unwrap()
+    }
+
+    fn t0() -> Instant {
+        // A fixed origin; only differences matter.
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
+
+    fn running() -> TaskState {
+        TaskState::started(t0())
+    }
+
+    fn cancelling(source: CancelSource) -> TaskState {
+        TaskState::Cancelling {
+            started_at: t0(),
+            source,
+        }
+    }
+
+    #[test]
+    fn user_cancel_while_running_cancels_and_calls_the_backend_hook() {
+        let t = check(running(), TaskEvent::CancelRequested(CancelSource::User));
+        assert_eq!(t.next, Some(cancelling(CancelSource::User)));
+        assert_eq!(
+            t.effects,
+            [Effect::CancelExecution, Effect::InvokeBackendCancel]
+        );
+    }
+
+    #[test]
+    fn shutdown_cancel_while_running_does_not_call_the_backend_hook() {
+        let t = check(
+            running(),
+            TaskEvent::CancelRequested(CancelSource::Shutdown),
+        );
+        assert_eq!(t.next, Some(cancelling(CancelSource::Shutdown)));
+        assert_eq!(t.effects, [Effect::CancelExecution]);
+    }
+
+    #[test]
+    fn first_cancel_source_wins() {
+        let t = check(
+            cancelling(CancelSource::User),
+            TaskEvent::CancelRequested(CancelSource::Shutdown),
+        );
+        assert_eq!(t.next, Some(cancelling(CancelSource::User)));
+        assert!(t.effects.is_empty());
+    }
+
+    #[test]
+    fn success_reports_completed_and_records_duration() {
+        let t = check(running(), TaskEvent::Finished(Ok(Exit::Succeeded)));
+        assert_eq!(t.next, None);
+        assert_eq!(
+            t.effects,
+            [
+                Effect::Report(TaskReport::Completed {
+                    task_id: id(),
+                    message: COMPLETED_MESSAGE.into(),
+                    cancelled: false
+                }),
+                Effect::RecordFinished {
+                    result: TaskResult::Succeeded,
+                    duration: Duration::from_secs(5),
+                    failure: None
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn cancel_while_starting_is_reported_once_as_cancelled() {
+        let t = check(
+            cancelling(CancelSource::User),
+            TaskEvent::Finished(Ok(Exit::Cancelled)),
+        );
+        assert_eq!(t.next, None);
+        let reports: Vec<_> = t
+            .effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Report(_)))
+            .collect();
+        assert_eq!(
+            reports,
+            [&Effect::Report(TaskReport::Completed {
+                task_id: id(),
+                message: CANCELLED_MESSAGE.into(),
+                cancelled: true
+            })]
+        );
+    }
+
+    #[test]
+    fn shutdown_cancel_reports_graceful_shutdown_failure() {
+        let t = check(
+            cancelling(CancelSource::Shutdown),
+            TaskEvent::Finished(Ok(Exit::Cancelled)),
+        );
+        assert!(matches!(
+            &t.effects[0],
+            Effect::Report(TaskReport::Failed {
+                failure_reason: FailureReason::GracefulShutdown,
+                exit_code: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            &t.effects[1],
+            Effect::RecordFinished {
+                result: TaskResult::Failed,
+                failure: Some((FailurePhase::Backend, FailureReason::GracefulShutdown)),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn dispatched_task_is_kept_for_a_later_cancel_without_a_message() {
+        let t = check(running(), TaskEvent::Finished(Ok(Exit::Spawned)));
+        assert_eq!(t.next, Some(TaskState::Spawned));
+        assert_eq!(t.effects.len(), 1);
+        assert!(matches!(
+            t.effects[0],
+            Effect::RecordFinished {
+                result: TaskResult::Dispatched,
+                ..
+            }
+        ));
+        let t = check(
+            TaskState::Spawned,
+            TaskEvent::CancelRequested(CancelSource::User),
+        );
+        assert_eq!(t.next, None);
+        assert_eq!(t.effects, [Effect::InvokeBackendCancel]);
+        let t = check(
+            TaskState::Spawned,
+            TaskEvent::CancelRequested(CancelSource::Shutdown),
+        );
+        assert_eq!(t.next, Some(TaskState::Spawned));
+    }
+
+    #[test]
+    fn dispatch_that_succeeds_after_a_user_cancel_is_dropped_silently() {
+        let t = check(
+            cancelling(CancelSource::User),
+            TaskEvent::Finished(Ok(Exit::Spawned)),
+        );
+        assert_eq!(t.next, None);
+        assert!(!t.effects.iter().any(|e| matches!(e, Effect::Report(_))));
+    }
+
+    #[test]
+    fn spawned_task_cannot_finish_again() {
+        let err = TaskState::Spawned
+            .apply(&id(), TaskEvent::Finished(Ok(Exit::Succeeded)), t0())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "task t1: event finished is not valid in state spawned"
+        );
+    }
+
+    #[test]
+    fn only_executing_states_hold_a_slot() {
+        assert!(running().holds_slot());
+        assert!(cancelling(CancelSource::User).holds_slot());
+        assert!(!TaskState::Spawned.holds_slot());
+    }
+}

@@ -1,0 +1,1 @@
+//! Executor contract suites, run against every backend.

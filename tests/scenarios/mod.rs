@@ -1,0 +1,1 @@
+//! End-to-end scenarios: the daemon against a local control plane.
