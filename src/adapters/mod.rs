@@ -3,5 +3,9 @@
 
 pub mod command;
 pub mod docker;
-pub mod kubernetes;
 pub mod host;
+pub mod kubernetes;
+pub mod system_clock;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;

@@ -2,3 +2,4 @@
 //! layer spawns long-lived tasks; only `main` exits the process.
 
 pub mod config;
+pub mod supervisor;
