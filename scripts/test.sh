@@ -22,4 +22,4 @@ for setup in scripts/setup/*.sh; do
 done
 export OZ_TEST_REQUIRE_ALL=1
 echo "== cargo test"
-cargo test --all-targets "$@"
+cargo test "$@"
