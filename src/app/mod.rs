@@ -2,4 +2,6 @@
 //! layer spawns long-lived tasks; only `main` exits the process.
 
 pub mod config;
+pub mod logging;
+pub mod shutdown;
 pub mod supervisor;
