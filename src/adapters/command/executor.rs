@@ -140,10 +140,10 @@ impl Executor for CommandExecutor {
 
 /// Kills the dispatch command's whole process group and reaps it.
 async fn kill_group(child: &mut Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        if let Err(err) = killpg(Pid::from_raw(pid), UnixSignal::SIGKILL) {
-            warn!("could not kill the dispatch command's process group: {err}");
-        }
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok())
+        && let Err(err) = killpg(Pid::from_raw(pid), UnixSignal::SIGKILL)
+    {
+        warn!("could not kill the dispatch command's process group: {err}");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
 }
