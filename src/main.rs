@@ -1,1 +1,2 @@
+//! Placeholder until bootstrap lands.
 fn main() {}

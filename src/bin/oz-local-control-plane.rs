@@ -1,1 +1,2 @@
+//! Placeholder until the local control plane lands.
 fn main() {}

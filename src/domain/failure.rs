@@ -362,18 +362,21 @@ mod tests {
         assert_eq!(dedup.len(), 29);
     }
 
+    /// (outcome, cancel source) -> (result, reason, exit code).
+    type Case = (
+        Result<Exit, TaskFailure>,
+        Option<CancelSource>,
+        TaskResult,
+        Option<FailureReason>,
+        Option<i32>,
+    );
+
     #[test]
     fn classification_table() {
         use CancelSource::*;
         use FailureReason::*;
         // (outcome, cancel source) -> (result, reason, exit code)
-        let cases: Vec<(
-            Result<Exit, TaskFailure>,
-            Option<CancelSource>,
-            TaskResult,
-            Option<FailureReason>,
-            Option<i32>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (Ok(Exit::Succeeded), None, TaskResult::Succeeded, None, None),
             (
                 Ok(Exit::Succeeded),
