@@ -1,0 +1,231 @@
+//! Stage two: merge the raw CLI and the raw file (CLI > file > defaults, spec §4.5) into a
+//! typed [`Config`], collecting every problem instead of stopping at the first. No I/O: the
+//! environment comes in through the `env` seam.
+//!
+//! `-e`/`-v` and commas: the Go worker (kong) splits every repeatable flag value on commas, so
+//! `-e FOO=a,b` meant `FOO=a` plus an inherited `b`, and `-v /a:/b:ro,z` meant two broken specs.
+//! Splitting silently would keep that trap; not splitting silently would change what existing
+//! command lines mean. So a `-e` or `-v` value containing a comma is rejected with an error
+//! telling the operator to repeat the flag, or to use the config file (whose lists have no such
+//! ambiguity, so `ro,z` modes and values with commas work there).
+
+use std::net::SocketAddr;
+
+use super::cli::{CliArgs, CliLogFormat, CliLogLevel};
+use super::file::RawFile;
+use super::sections;
+use super::{ApiKey, Config, LogFormat, LogLevel};
+use crate::domain::env::{EnvEntryError, EnvList, parse_env_entry};
+
+/// The env seam: looks a variable up (tests pass a map).
+pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Problems (fatal) and warnings (to log) found while validating.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    /// Each names the field and what was expected.
+    pub problems: Vec<String>,
+    /// Each says what was ignored and why.
+    pub warnings: Vec<String>,
+}
+
+impl Findings {
+    pub(crate) fn problem(&mut self, message: impl Into<String>) {
+        self.problems.push(message.into());
+    }
+
+    pub(crate) fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+}
+
+/// The file, already parsed, with where it came from.
+pub(crate) struct FileInput<'a> {
+    /// The absolute path, for messages.
+    pub path: &'a str,
+    /// The raw contents.
+    pub raw: &'a RawFile,
+}
+
+/// Validates and merges. Returns the config only when there are no problems.
+pub(crate) fn validate(
+    cli: &CliArgs,
+    file: Option<FileInput<'_>>,
+    env: EnvLookup<'_>,
+    findings: &mut Findings,
+) -> Option<Config> {
+    let empty = RawFile::default();
+    let raw = file.as_ref().map_or(&empty, |f| f.raw);
+    let file_path = file.as_ref().map(|f| f.path);
+
+    let worker_id = worker_id(cli, raw, findings);
+    let api_key = api_key(cli, env, findings);
+    check_web_socket_url(&cli.web_socket_url, findings);
+    let health_listen = health_listen(cli, raw, findings);
+    let cli_env = cli_env(&cli.env, env, findings);
+    for (index, spec) in cli.volumes.iter().enumerate() {
+        if spec.contains(',') {
+            findings.problem(format!(
+                "invalid --volumes value #{} {spec:?}: contains a comma; repeat -v for each \
+                 volume, or list volumes with mode lists such as ro,z under \
+                 backend.docker.volumes in the config file",
+                index + 1
+            ));
+        }
+    }
+
+    let cleanup = !(cli.no_cleanup || raw.cleanup == Some(false));
+    let max_concurrent_tasks = match cli.max_concurrent_tasks {
+        0 => raw.max_concurrent_tasks.unwrap_or(0),
+        from_cli => from_cli,
+    };
+    let idle_on_complete = Some(cli.idle_on_complete.clone())
+        .filter(|v| !v.is_empty())
+        .or_else(|| raw.idle_on_complete.clone().filter(|v| !v.is_empty()));
+
+    let selected = sections::select(cli.backend.as_deref(), raw, file_path, findings);
+    let context = sections::Context {
+        cli,
+        worker_id: worker_id.clone().unwrap_or_default(),
+        cleanup,
+        cli_env: &cli_env,
+        env,
+    };
+    let backend = sections::build(selected, &context, findings);
+    warn_about_ignored_flags(cli, backend.as_ref().map(|b| b.name()), findings);
+
+    if !findings.problems.is_empty() {
+        return None;
+    }
+    Some(Config {
+        worker_id: worker_id?,
+        api_key: api_key?,
+        web_socket_url: cli.web_socket_url.clone(),
+        server_root_url: cli.server_root_url.clone(),
+        session_sharing_server_url: Some(cli.session_sharing_server_url.clone())
+            .filter(|v| !v.is_empty()),
+        log_level: match cli.log_level {
+            CliLogLevel::Debug => LogLevel::Debug,
+            CliLogLevel::Info => LogLevel::Info,
+            CliLogLevel::Warn => LogLevel::Warn,
+            CliLogLevel::Error => LogLevel::Error,
+        },
+        log_format: match cli.log_format {
+            CliLogFormat::Text => LogFormat::Text,
+            CliLogFormat::Json => LogFormat::Json,
+        },
+        max_concurrent_tasks,
+        idle_on_complete,
+        cleanup,
+        backend: backend?,
+        health_listen,
+    })
+}
+
+fn worker_id(cli: &CliArgs, raw: &RawFile, findings: &mut Findings) -> Option<String> {
+    let chosen = cli
+        .worker_id
+        .clone()
+        .filter(|v| !v.is_empty())
+        .or_else(|| raw.worker_id.clone().filter(|v| !v.is_empty()));
+    match chosen {
+        None => {
+            findings.problem(
+                "worker-id is required (via --worker-id flag or worker_id in the config file)",
+            );
+            None
+        }
+        Some(id) if id.starts_with("warp") => {
+            findings.problem(format!(
+                "invalid worker-id {id:?}: values starting with 'warp' are reserved and cannot \
+                 be used"
+            ));
+            None
+        }
+        Some(id) => Some(id),
+    }
+}
+
+fn api_key(cli: &CliArgs, env: EnvLookup<'_>, findings: &mut Findings) -> Option<ApiKey> {
+    let key = cli
+        .api_key
+        .clone()
+        .filter(|v| !v.is_empty())
+        .or_else(|| env("WARP_API_KEY").filter(|v| !v.is_empty()));
+    if key.is_none() {
+        findings.problem("missing API key: pass --api-key or set the WARP_API_KEY variable");
+    }
+    key.map(ApiKey::new)
+}
+
+fn check_web_socket_url(raw: &str, findings: &mut Findings) {
+    let parsed = url::Url::parse(raw);
+    let ok = parsed
+        .as_ref()
+        .is_ok_and(|url| matches!(url.scheme(), "ws" | "wss") && url.host().is_some());
+    if !ok {
+        findings.problem(format!(
+            "invalid --web-socket-url {raw:?}: expected a ws:// or wss:// URL"
+        ));
+    }
+}
+
+fn health_listen(cli: &CliArgs, raw: &RawFile, findings: &mut Findings) -> Option<SocketAddr> {
+    let (field, text) = match (&cli.health_listen, &raw.health_listen) {
+        (Some(text), _) => ("--health-listen", text),
+        (None, Some(text)) => ("health_listen", text),
+        (None, None) => return None,
+    };
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            findings.problem(format!(
+                "invalid {field} {text:?}: expected IP:PORT such as 127.0.0.1:8080 or [::]:8080"
+            ));
+            None
+        }
+    }
+}
+
+/// Parses the CLI `-e` entries. Messages never include a value (it may be a secret).
+fn cli_env(entries: &[String], env: EnvLookup<'_>, findings: &mut Findings) -> EnvList {
+    let mut list = EnvList::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let number = index + 1;
+        let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+        if entry.contains(',') {
+            findings.problem(format!(
+                "invalid --env entry #{number} (key {key:?}): contains a comma, which the Go \
+                 worker split into separate entries; repeat -e for each variable, or set values \
+                 containing commas in the config file's environment list"
+            ));
+            continue;
+        }
+        match parse_env_entry(entry, env) {
+            Ok((key, value)) => list.push(key, value),
+            Err(EnvEntryError::Empty) => {
+                findings.problem(format!("invalid --env entry #{number}: empty value"));
+            }
+            Err(EnvEntryError::MissingKey(_)) => findings.problem(format!(
+                "invalid --env entry #{number}: missing key before '=' (expected KEY=VALUE or KEY)"
+            )),
+            Err(EnvEntryError::WhitespaceInKey(_)) => findings.problem(format!(
+                "invalid --env entry #{number}: key {key:?} contains whitespace"
+            )),
+        }
+    }
+    list
+}
+
+fn warn_about_ignored_flags(cli: &CliArgs, backend: Option<&str>, findings: &mut Findings) {
+    let Some(backend) = backend else { return };
+    if backend != "docker" && !cli.volumes.is_empty() {
+        findings.warn(format!("--volumes is ignored by the {backend} backend"));
+    }
+    if backend != "docker" && cli.pull_policy.is_some() {
+        findings.warn(format!("--pull-policy is ignored by the {backend} backend"));
+    }
+    if backend != "direct" && cli.target_dir.is_some() {
+        findings.warn(format!("--target-dir is ignored by the {backend} backend"));
+    }
+}
