@@ -5,3 +5,4 @@ pub mod command;
 pub mod docker;
 pub mod kubernetes;
 pub mod host;
+pub mod control_plane;
