@@ -2,9 +2,11 @@
 //!
 //! Modules in reading order: `domain` (pure rules), `ports` (traits in domain terms), `app`
 //! (config, wiring, the supervisor loop, shutdown) and `adapters` (WebSocket, backends,
-//! OpenTelemetry, fakes).
+//! OpenTelemetry, fakes). `local` is not part of the worker: it is a local stand-in for Warp's
+//! control plane, used by tests and the `oz-local-control-plane` binary.
 
 pub mod adapters;
 pub mod app;
 pub mod domain;
+pub mod local;
 pub mod ports;

@@ -2,6 +2,7 @@
 //! translate between library or wire types and domain types and make no decisions of their own.
 
 pub mod command;
+pub mod control_plane;
 pub mod docker;
 pub mod host;
 pub mod kubernetes;

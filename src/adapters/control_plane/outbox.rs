@@ -1,0 +1,65 @@
+//! The outbound queue shared by every connection: serialized reports in FIFO order. A message
+//! leaves the queue only after its write succeeded, so a failed write is retried on the next
+//! connection (at-least-once delivery; a message cut off mid-write may arrive twice).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The shared queue. Only the connection currently writing pops from it.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    queue: watch::Sender<VecDeque<String>>,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Self {
+        Self {
+            queue: watch::Sender::new(VecDeque::new()),
+        }
+    }
+
+    /// Appends a message. Never blocks.
+    pub(crate) fn push(&self, message: String) {
+        self.queue.send_modify(|queue| queue.push_back(message));
+    }
+
+    /// A receiver that is notified of every change.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<VecDeque<String>> {
+        self.queue.subscribe()
+    }
+
+    /// Removes the front message after it was written.
+    pub(crate) fn pop_written(&self) {
+        self.queue.send_modify(|queue| {
+            queue.pop_front();
+        });
+    }
+
+    /// How many messages wait.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
+    /// Waits until the queue is empty or `timeout` passes; true when it drained.
+    pub(crate) async fn drained(&self, timeout: Duration) -> bool {
+        let mut rx = self.queue.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(VecDeque::is_empty))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Waits for the front message: returns it at once when the queue is non-empty.
+pub(crate) async fn next_message(rx: &mut watch::Receiver<VecDeque<String>>) -> String {
+    loop {
+        if let Some(front) = rx.borrow_and_update().front() {
+            return front.clone();
+        }
+        if rx.changed().await.is_err() {
+            // The sender lives as long as the source; never resolve if it is gone.
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The local control plane's server side: the accept loop, HTTP routing with hyper, the
+//! WebSocket upgrade, and one task per connection that owns its socket.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    ConnectionId, ConnectionInfo, Handshake, Received, SendError, ServerOptions, WS_PATH,
+};
+use crate::adapters::control_plane::protocol::WorkerMessage;
+
+/// What the handle asks a connection task to do.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Send a text frame.
+    Send(String),
+    /// Send a close frame with this code.
+    Close(u16),
+    /// Drop the socket without a close frame.
+    Drop,
+}
+
+/// State shared by the handle and the server tasks.
+#[derive(Debug)]
+pub(super) struct Shared {
+    api_key: String,
+    pub(super) options: watch::Sender<ServerOptions>,
+    pub(super) connections: watch::Sender<Vec<ConnectionInfo>>,
+    pub(super) handshakes: watch::Sender<Vec<Handshake>>,
+    commands: std::sync::Mutex<BTreeMap<ConnectionId, mpsc::UnboundedSender<Command>>>,
+    messages_tx: mpsc::UnboundedSender<Received>,
+    pub(super) messages_rx: Mutex<mpsc::UnboundedReceiver<Received>>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn new(api_key: String) -> Self {
+        let (messages_tx, messages_rx) = mpsc::unbounded_channel();
+        Self {
+            api_key,
+            options: watch::Sender::new(ServerOptions::default()),
+            connections: watch::Sender::new(Vec::new()),
+            handshakes: watch::Sender::new(Vec::new()),
+            commands: std::sync::Mutex::new(BTreeMap::new()),
+            messages_tx,
+            messages_rx: Mutex::new(messages_rx),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Sends `command` to the newest open connection.
+    pub(super) fn send_newest(&self, command: Command) -> Result<ConnectionId, SendError> {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        let (id, tx) = commands.iter().next_back().ok_or(SendError::NoConnection)?;
+        tx.send(command).map_err(|_| SendError::NoConnection)?;
+        Ok(*id)
+    }
+
+    /// Sends a fresh command to every open connection.
+    pub(super) fn broadcast(&self, command: impl Fn() -> Command) {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        for tx in commands.values() {
+            let _ = tx.send(command());
+        }
+    }
+
+    fn update_connection(&self, id: ConnectionId, change: impl FnOnce(&mut ConnectionInfo)) {
+        self.connections.send_modify(|conns| {
+            if let Some(conn) = conns.iter_mut().find(|c| c.id == id) {
+                change(conn);
+            }
+        });
+    }
+}
+
+/// Accepts TCP connections until `stop` fires; each is served as HTTP/1.1 with upgrades.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let inner_tracker = tracker.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |request| {
+                let shared = shared.clone();
+                let stop = stop.clone();
+                let tracker = inner_tracker.clone();
+                async move { Ok::<_, Infallible>(route(request, shared, stop, tracker)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let _ = connection.await;
+        });
+    }
+}
+
+/// Routes one HTTP request. Only [`WS_PATH`] exists so far.
+fn route(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() == WS_PATH {
+        return upgrade(request, shared, stop, tracker);
+    }
+    text_response(StatusCode::NOT_FOUND, "not found")
+}
+
+fn upgrade(
+    mut request: Request<Incoming>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) -> Response<Full<Bytes>> {
+    let options = shared.options.borrow().clone();
+    let expected = format!("Bearer {}", shared.api_key);
+    let authorized = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|value| value.as_bytes() == expected.as_bytes());
+    let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let status = match (options.reject_handshakes, authorized, &key) {
+        (Some(status), _, _) => {
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+        }
+        (None, false, _) => StatusCode::UNAUTHORIZED,
+        (None, true, None) => StatusCode::BAD_REQUEST,
+        (None, true, Some(_)) => StatusCode::SWITCHING_PROTOCOLS,
+    };
+    let handshake = Handshake {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+        query: request.uri().query().map(str::to_owned),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect(),
+        status: status.as_u16(),
+    };
+    shared.handshakes.send_modify(|h| h.push(handshake.clone()));
+    let Some(key) = key.filter(|_| status == StatusCode::SWITCHING_PROTOCOLS) else {
+        let reason = status.canonical_reason().unwrap_or("rejected");
+        return text_response(status, reason);
+    };
+
+    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tracker.spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        shared.connections.send_modify(|conns| {
+            conns.push(ConnectionInfo {
+                id,
+                handshake,
+                open: true,
+                pings: 0,
+                close_code: None,
+            });
+        });
+        if options.close_after_accept {
+            drop(socket);
+        } else {
+            shared
+                .commands
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, tx);
+            serve_connection(id, socket, rx, &shared, &stop).await;
+            shared
+                .commands
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        }
+        shared.update_connection(id, |conn| conn.open = false);
+    });
+
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+type ServerSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Owns one connection's socket: runs commands from the handle and records what arrives.
+async fn serve_connection(
+    id: ConnectionId,
+    mut socket: ServerSocket,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    shared: &Shared,
+    stop: &CancellationToken,
+) {
+    let mut options = shared.options.subscribe();
+    loop {
+        let reading = options.borrow_and_update().answer_pings;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = options.changed() => {}
+            command = commands.recv() => match command {
+                Some(Command::Send(text)) => {
+                    if socket.send(Message::text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Command::Close(code)) => {
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: "".into() };
+                    let _ = socket.close(Some(frame)).await;
+                }
+                Some(Command::Drop) | None => return,
+            },
+            frame = socket.next(), if reading => match frame {
+                None | Some(Err(_)) => return,
+                Some(Ok(Message::Text(text))) => {
+                    let text = text.as_str().to_owned();
+                    let message = WorkerMessage::parse(&text).ok();
+                    let _ = shared.messages_tx.send(Received { connection: id, text, message });
+                }
+                Some(Ok(Message::Ping(_))) => shared.update_connection(id, |c| c.pings += 1),
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code));
+                    shared.update_connection(id, |c| c.close_code = code);
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+fn text_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response
+}
