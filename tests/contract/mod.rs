@@ -1,1 +1,5 @@
 //! Executor contract suites, run against every backend.
+
+pub mod executor;
+pub mod executor_fake;
+pub mod executor_host;

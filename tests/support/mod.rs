@@ -20,3 +20,4 @@ pub fn require(what: &str, available: bool) -> bool {
 }
 
 pub mod logs;
+pub mod standin;
