@@ -3,5 +3,6 @@
 
 pub mod command;
 pub mod docker;
-pub mod kubernetes;
 pub mod host;
+pub mod kubernetes;
+pub mod otel;
