@@ -1,1 +1,4 @@
 //! Executor contract suites, run against every backend.
+
+mod otel_otlp;
+mod otel_prometheus;

@@ -52,7 +52,11 @@ fn none_is_exact_and_anything_unknown_is_an_error() {
     for bad in ["None", " none", "jaeger", "otlp,prometheus"] {
         let error = config_from(&[("OTEL_METRICS_EXPORTER", bad)]).unwrap_err();
         assert!(matches!(error, OtelError::UnknownExporter(_)), "{bad}");
-        assert!(error.to_string().contains("unknown exporter or metrics producer"));
+        assert!(
+            error
+                .to_string()
+                .contains("unknown exporter or metrics producer")
+        );
     }
 }
 
@@ -144,7 +148,10 @@ fn interval_timeout_and_headers_are_read_and_header_values_never_shown() {
         config_from(&[
             ("OTEL_METRIC_EXPORT_INTERVAL", "1500"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cr%3Dt, tenant = a"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-api-key=s3cr%3Dt, tenant = a",
+            ),
         ])
         .unwrap(),
     );
@@ -260,10 +267,22 @@ async fn prometheus_exposes_the_primed_catalogue_with_exact_names_kinds_and_help
     // The histogram stays absent until the first task finishes.
     assert!(!text.contains("oz_worker_task_duration_seconds"));
     let scope = [("otel_scope_name", SCOPE_NAME)];
-    assert_eq!(samples(&text, "oz_worker_task_failures_total", &scope).len(), 87);
-    assert_eq!(samples(&text, "oz_worker_tasks_completed_total", &scope).len(), 4);
-    assert_eq!(samples(&text, "oz_worker_tasks_rejected_total", &scope).len(), 2);
-    assert_eq!(samples(&text, "oz_worker_websocket_reconnects_total", &scope).len(), 2);
+    assert_eq!(
+        samples(&text, "oz_worker_task_failures_total", &scope).len(),
+        87
+    );
+    assert_eq!(
+        samples(&text, "oz_worker_tasks_completed_total", &scope).len(),
+        4
+    );
+    assert_eq!(
+        samples(&text, "oz_worker_tasks_rejected_total", &scope).len(),
+        2
+    );
+    assert_eq!(
+        samples(&text, "oz_worker_websocket_reconnects_total", &scope).len(),
+        2
+    );
     for name in [
         "oz_worker_connected",
         "oz_worker_tasks_active",
@@ -272,11 +291,19 @@ async fn prometheus_exposes_the_primed_catalogue_with_exact_names_kinds_and_help
     ] {
         assert_eq!(value(&text, name, &scope), 0.0, "{name}");
     }
-    let info = [("version", "v-test"), ("backend", "docker"), ("worker_id", "w-1")];
+    let info = [
+        ("version", "v-test"),
+        ("backend", "docker"),
+        ("worker_id", "w-1"),
+    ];
     assert_eq!(value(&text, "oz_worker_info", &info), 1.0);
     assert_eq!(
-        samples(&text, "target_info", &[("service_name", "oz-agent-worker"), ("worker_id", "w-1")])
-            .len(),
+        samples(
+            &text,
+            "target_info",
+            &[("service_name", "oz-agent-worker"), ("worker_id", "w-1")]
+        )
+        .len(),
         1
     );
     metrics.shutdown(SHUTDOWN_TIMEOUT).await.unwrap();
@@ -317,10 +344,20 @@ async fn signals_add_up_on_the_right_series() {
     assert_eq!(value(&text, "oz_worker_tasks_active", &[]), 1.0);
     for (reason, n) in [("dial_failed", 2.0), ("remote_close", 1.0)] {
         let labels = [("reason", reason)];
-        assert_eq!(value(&text, "oz_worker_websocket_reconnects_total", &labels), n);
+        assert_eq!(
+            value(&text, "oz_worker_websocket_reconnects_total", &labels),
+            n
+        );
     }
     for (reason, n) in [("at_capacity", 1.0), ("shutting_down", 1.0)] {
-        assert_eq!(value(&text, "oz_worker_tasks_rejected_total", &[("reason", reason)]), n);
+        assert_eq!(
+            value(
+                &text,
+                "oz_worker_tasks_rejected_total",
+                &[("reason", reason)]
+            ),
+            n
+        );
     }
     for (result, n) in [("succeeded", 1.0), ("failed", 1.0), ("cancelled", 0.0)] {
         let labels = [("result", result)];
@@ -329,12 +366,24 @@ async fn signals_add_up_on_the_right_series() {
     let oom = [("phase", "backend"), ("reason", "container_oom")];
     assert_eq!(value(&text, "oz_worker_task_failures_total", &oom), 1.0);
     let failed = [("result", "failed")];
-    assert_eq!(value(&text, "oz_worker_task_duration_seconds_count", &failed), 1.0);
-    assert_eq!(value(&text, "oz_worker_task_duration_seconds_sum", &failed), 30.0);
+    assert_eq!(
+        value(&text, "oz_worker_task_duration_seconds_count", &failed),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "oz_worker_task_duration_seconds_sum", &failed),
+        30.0
+    );
     let bucket = [("result", "failed"), ("le", "25")];
-    assert_eq!(value(&text, "oz_worker_task_duration_seconds_bucket", &bucket), 0.0);
+    assert_eq!(
+        value(&text, "oz_worker_task_duration_seconds_bucket", &bucket),
+        0.0
+    );
     let bucket = [("result", "failed"), ("le", "50")];
-    assert_eq!(value(&text, "oz_worker_task_duration_seconds_bucket", &bucket), 1.0);
+    assert_eq!(
+        value(&text, "oz_worker_task_duration_seconds_bucket", &bucket),
+        1.0
+    );
     // Only results that happened have a histogram series (no fake zero samples).
     let cancelled = [("result", "cancelled")];
     assert!(samples(&text, "oz_worker_task_duration_seconds_count", &cancelled).is_empty());
@@ -350,7 +399,10 @@ async fn health_endpoints_tell_liveness_and_readiness() {
     assert_eq!(get(addr, "/readyz").await.0, 503);
     readiness.set_connected(true);
     let (status, body) = get(addr, "/readyz").await;
-    assert_eq!((status, body.as_str()), (503, "not ready: connected=true backend_ready=false\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: connected=true backend_ready=false\n")
+    );
     readiness.set_backend_ready(true);
     assert_eq!(get(addr, "/readyz").await.0, 200);
     assert_eq!(get(addr, "/metrics").await.0, 404);
@@ -380,7 +432,12 @@ async fn a_busy_port_is_an_error_value_and_init_falls_back_to_noop() {
         ("OTEL_EXPORTER_PROMETHEUS_PORT", port.as_str()),
     ]
     .into();
-    let metrics = WorkerMetrics::init(&|k| vars.get(k).map(|v| (*v).to_owned()), service(), 4, Readiness::default());
+    let metrics = WorkerMetrics::init(
+        &|k| vars.get(k).map(|v| (*v).to_owned()),
+        service(),
+        4,
+        Readiness::default(),
+    );
     assert!(metrics.otel().is_none());
     metrics.record(Signal::TaskClaimed);
     metrics.shutdown().await;
@@ -421,7 +478,10 @@ async fn an_unreachable_collector_fails_the_flush_not_the_worker() {
         let metrics = OtelMetrics::start(&config, Readiness::default()).unwrap();
         metrics.record(Signal::TaskClaimed);
         let error = metrics.flush().await.unwrap_err();
-        assert!(matches!(error, OtelError::Export(_) | OtelError::Timeout(_)), "{protocol}: {error}");
+        assert!(
+            matches!(error, OtelError::Export(_) | OtelError::Timeout(_)),
+            "{protocol}: {error}"
+        );
         metrics.record(Signal::TaskClaimed);
         let _ = metrics.shutdown(SHUTDOWN_TIMEOUT).await;
     }
