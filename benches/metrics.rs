@@ -20,9 +20,13 @@ use oz_agent_worker::ports::{Metrics, Readiness, Signal};
 
 const WARMUP: u64 = 20_000;
 const MEASURED: u64 = 200_000;
+/// Under `cargo test --all-targets` (no `--bench` argument): a quick smoke run instead.
+const SMOKE: u64 = 1_000;
 const CHILD_ENV: &str = "OZ_BENCH_METRICS_CHILD";
 
 fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let (warmup, measured) = if full { (WARMUP, MEASURED) } else { (0, SMOKE) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -33,14 +37,17 @@ fn main() {
             ("OTEL_METRICS_EXPORTER", "console"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
         ]));
-        let ns = per_lifecycle(&ns);
+        let ns = per_lifecycle(&ns, warmup, measured);
         eprintln!("{ns:.1}");
         return;
     }
 
-    println!("metrics bench: {MEASURED} task lifecycles (TaskClaimed + TaskFinished) per exporter");
+    if !full {
+        println!("metrics bench: smoke run; use `cargo bench --bench metrics` for figures");
+    }
+    println!("metrics bench: {measured} task lifecycles (TaskClaimed + TaskFinished) per exporter");
     let none = runtime.block_on(start(&[("OTEL_METRICS_EXPORTER", "none")]));
-    let none_ns = per_lifecycle(&none);
+    let none_ns = per_lifecycle(&none, warmup, measured);
     report("none", none_ns, none_ns);
 
     let prometheus = runtime.block_on(start(&[
@@ -48,7 +55,11 @@ fn main() {
         ("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1"),
         ("OTEL_EXPORTER_PROMETHEUS_PORT", "0"),
     ]));
-    report("prometheus", per_lifecycle(&prometheus), none_ns);
+    report(
+        "prometheus",
+        per_lifecycle(&prometheus, warmup, measured),
+        none_ns,
+    );
     runtime.block_on(prometheus.shutdown());
 
     let sink = runtime.block_on(start_otlp_sink());
@@ -59,17 +70,19 @@ fn main() {
     ]));
     report(
         "otlp (http/protobuf, 1 s push)",
-        per_lifecycle(&otlp),
+        per_lifecycle(&otlp, warmup, measured),
         none_ns,
     );
     runtime.block_on(otlp.shutdown());
 
-    match console_in_child() {
+    match console_in_child(full) {
         Some(ns) => report("console (stdout to /dev/null)", ns, none_ns),
         None => println!("  console: the child process failed"),
     }
 
-    rss_plateau(&runtime);
+    if full {
+        rss_plateau(&runtime);
+    }
 }
 
 async fn start(vars: &[(&str, &str)]) -> WorkerMetrics {
@@ -100,15 +113,15 @@ fn lifecycle(metrics: &dyn Metrics, idx: u64) {
     });
 }
 
-fn per_lifecycle(metrics: &WorkerMetrics) -> f64 {
-    for idx in 0..WARMUP {
+fn per_lifecycle(metrics: &WorkerMetrics, warmup: u64, measured: u64) -> f64 {
+    for idx in 0..warmup {
         lifecycle(metrics, idx);
     }
     let started = Instant::now();
-    for idx in 0..MEASURED {
+    for idx in 0..measured {
         lifecycle(metrics, idx);
     }
-    started.elapsed().as_nanos() as f64 / MEASURED as f64
+    started.elapsed().as_nanos() as f64 / measured as f64
 }
 
 fn report(name: &str, ns: f64, none_ns: f64) {
@@ -118,8 +131,9 @@ fn report(name: &str, ns: f64, none_ns: f64) {
     );
 }
 
-fn console_in_child() -> Option<f64> {
+fn console_in_child(full: bool) -> Option<f64> {
     let output = Command::new(std::env::current_exe().ok()?)
+        .args(full.then_some("--bench"))
         .env(CHILD_ENV, "console")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -231,11 +231,23 @@ async fn a_real_prometheus_scrapes_the_worker_and_reads_the_series_back() {
             1.0,
         )
         .await;
-    // The README's saturation query.
+    // The README's queries (docs/metrics.md) evaluate.
     prometheus
         .wait_for_value(
-            "oz_worker_tasks_active / oz_worker_tasks_max_concurrent",
+            "oz_worker_tasks_active / (oz_worker_tasks_max_concurrent > 0)",
             0.125,
+        )
+        .await;
+    prometheus
+        .wait_for_value(
+            "count(sum by (reason) (rate(oz_worker_task_failures_total[5m])))",
+            29.0,
+        )
+        .await;
+    prometheus
+        .wait_for_value(
+            "count(sum by (reason) (rate(oz_worker_websocket_reconnects_total[5m])))",
+            2.0,
         )
         .await;
 
