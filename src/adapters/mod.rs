@@ -6,6 +6,7 @@ pub mod control_plane;
 pub mod docker;
 pub mod host;
 pub mod kubernetes;
+pub mod otel;
 pub mod system_clock;
 
 #[cfg(any(test, feature = "test-util"))]

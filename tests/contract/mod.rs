@@ -3,3 +3,5 @@
 pub mod executor;
 pub mod executor_fake;
 pub mod executor_host;
+mod otel_otlp;
+mod otel_prometheus;

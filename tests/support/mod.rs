@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+pub mod otlp;
+
 /// Whether a test that needs `what` should run.
 ///
 /// `available` is the test's own probe (e.g. "the Docker engine answers and the test image
