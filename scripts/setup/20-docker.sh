@@ -7,6 +7,7 @@
 #   OZ_TEST_DOCKER_SIDECAR   a sidecar image with a stand-in /entrypoint.sh (local only)
 #   OZ_TEST_REGISTRY         127.0.0.1:5000
 #   OZ_TEST_REGISTRY_IMAGE   / OZ_TEST_REGISTRY_SIDECAR: the same images in the local registry
+#   OZ_TEST_REGISTRY_ONLY    an image only in the registry (removed locally), for pull tests
 set -euo pipefail
 OZ_TEST_STATE_DIR="${OZ_TEST_STATE_DIR:-$(pwd)/target/test-state}"
 mkdir -p "$OZ_TEST_STATE_DIR"
@@ -25,6 +26,7 @@ export OZ_TEST_DOCKER_SIDECAR="oz-test/sidecar:$oz_hash"
 export OZ_TEST_REGISTRY="127.0.0.1:5000"
 export OZ_TEST_REGISTRY_IMAGE="$OZ_TEST_REGISTRY/$OZ_TEST_DOCKER_IMAGE"
 export OZ_TEST_REGISTRY_SIDECAR="$OZ_TEST_REGISTRY/$OZ_TEST_DOCKER_SIDECAR"
+export OZ_TEST_REGISTRY_ONLY="$OZ_TEST_REGISTRY/oz-test/registry-only:$oz_hash"
 
 oz_build_images() {
   local work rootfs deb
@@ -70,6 +72,10 @@ if ! docker image inspect "$OZ_TEST_DOCKER_IMAGE" >/dev/null 2>&1 \
   || ! docker image inspect "$OZ_TEST_DOCKER_SIDECAR" >/dev/null 2>&1; then
   echo "20-docker.sh: building $OZ_TEST_DOCKER_IMAGE and $OZ_TEST_DOCKER_SIDECAR"
   oz_build_images
+  # Drop the tags earlier versions of this script built (12-hex tags of its own repositories).
+  docker images --format '{{.Repository}}:{{.Tag}}' \
+    | grep -E "^($OZ_TEST_REGISTRY/)?oz-test/(busybox|sidecar|registry-only):[0-9a-f]{12}$" \
+    | grep -v ":$oz_hash\$" | xargs -r docker rmi >/dev/null 2>&1 || true
 fi
 
 # The local registry (plain HTTP: Docker treats 127.0.0.0/8 as insecure).
@@ -90,7 +96,7 @@ YAML
   for _ in $(seq 1 50); do curl -sf "http://$OZ_TEST_REGISTRY/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
   curl -sf "http://$OZ_TEST_REGISTRY/v2/" >/dev/null || { echo "20-docker.sh: docker-registry did not start, see $OZ_TEST_STATE_DIR/registry.log" >&2; return 1 2>/dev/null || exit 1; }
 fi
-for oz_pair in "$OZ_TEST_DOCKER_IMAGE $OZ_TEST_REGISTRY_IMAGE" "$OZ_TEST_DOCKER_SIDECAR $OZ_TEST_REGISTRY_SIDECAR"; do
+for oz_pair in "$OZ_TEST_DOCKER_IMAGE $OZ_TEST_REGISTRY_IMAGE" "$OZ_TEST_DOCKER_SIDECAR $OZ_TEST_REGISTRY_SIDECAR" "$OZ_TEST_DOCKER_IMAGE $OZ_TEST_REGISTRY_ONLY"; do
   read -r oz_src oz_dst <<< "$oz_pair"
   oz_repo="${oz_dst#*/}"; oz_repo="${oz_repo%:*}"
   if ! curl -sf "http://$OZ_TEST_REGISTRY/v2/$oz_repo/manifests/$oz_hash" \
@@ -98,4 +104,5 @@ for oz_pair in "$OZ_TEST_DOCKER_IMAGE $OZ_TEST_REGISTRY_IMAGE" "$OZ_TEST_DOCKER_
     docker tag "$oz_src" "$oz_dst" && docker push "$oz_dst" >/dev/null
   fi
 done
+docker rmi "$OZ_TEST_REGISTRY_ONLY" >/dev/null 2>&1 || true
 echo "20-docker.sh: images $OZ_TEST_DOCKER_IMAGE, $OZ_TEST_DOCKER_SIDECAR; registry $OZ_TEST_REGISTRY"

@@ -79,12 +79,17 @@ pub fn create_body(
     }
 }
 
-/// Replaces secret values in text shown to users: every non-empty value of the task's and the
-/// operator's env, except the values the core injects that are known not to be secret.
+/// Replaces secret values in text shown to users: every value of the task's and the operator's
+/// env of at least [`REDACT_MIN_LEN`] characters, except the values the core injects that are
+/// known not to be secret.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     secrets: Vec<String>,
 }
+
+/// Shorter values are not redacted: they cannot be credentials, and replacing every `1` or `on`
+/// would garble the text (exit codes included).
+pub const REDACT_MIN_LEN: usize = 4;
 
 /// Injected variables whose values are not secret (and too short to redact sensibly).
 const PUBLIC_KEYS: [&str; 4] = [
@@ -99,7 +104,7 @@ impl Redactor {
     pub fn new(env: &EnvList) -> Self {
         let mut secrets: Vec<String> = env
             .iter()
-            .filter(|(k, v)| !v.is_empty() && !PUBLIC_KEYS.contains(k))
+            .filter(|(k, v)| v.chars().count() >= REDACT_MIN_LEN && !PUBLIC_KEYS.contains(k))
             .map(|(_, v)| v.to_owned())
             .collect();
         // Longest first, so a secret containing another is replaced whole.
