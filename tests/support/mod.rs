@@ -24,3 +24,4 @@ pub fn require(what: &str, available: bool) -> bool {
 
 pub mod logs;
 pub mod standin;
+pub mod docker;

@@ -1,0 +1,139 @@
+//! Labels on everything the worker creates (containers and volumes), and the start-up sweep that
+//! finds what a crashed predecessor with the same worker id left behind.
+//!
+//! The labels name the worker id, task id and execution id, so a later version can re-attach to a
+//! running task container instead of stopping it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::ContainerSummaryStateEnum;
+use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+
+/// Present (value `true`) on everything this worker creates.
+pub const LABEL_MANAGED: &str = "dev.warp.oz-agent-worker";
+/// The worker id.
+pub const LABEL_WORKER_ID: &str = "dev.warp.oz-agent-worker.worker-id";
+/// The run (`task_id`).
+pub const LABEL_TASK_ID: &str = "dev.warp.oz-agent-worker.task-id";
+/// The execution id (may be empty).
+pub const LABEL_EXECUTION_ID: &str = "dev.warp.oz-agent-worker.execution-id";
+/// What the object is for: see [`Role`].
+pub const LABEL_ROLE: &str = "dev.warp.oz-agent-worker.role";
+
+/// What a labelled object is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The container running a task.
+    Task,
+    /// A short-lived container used to copy a sidecar image into its volume.
+    SidecarHelper,
+    /// A content-addressed sidecar volume (a shared cache; the labels name the task that
+    /// created it).
+    SidecarVolume,
+}
+
+impl Role {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Task => "task",
+            Self::SidecarHelper => "sidecar-helper",
+            Self::SidecarVolume => "sidecar-volume",
+        }
+    }
+}
+
+/// Who created an object: the label values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The worker id.
+    pub worker_id: String,
+    /// The run.
+    pub task_id: String,
+    /// The execution (may be empty).
+    pub execution_id: String,
+}
+
+impl Owner {
+    /// The labels for an object with `role`.
+    pub fn labels(&self, role: Role) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_WORKER_ID.to_owned(), self.worker_id.clone()),
+            (LABEL_TASK_ID.to_owned(), self.task_id.clone()),
+            (LABEL_EXECUTION_ID.to_owned(), self.execution_id.clone()),
+            (LABEL_ROLE.to_owned(), role.as_str().to_owned()),
+        ])
+    }
+}
+
+/// A label filter (`label=KEY=VALUE`) for list calls.
+pub fn worker_filter(worker_id: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{LABEL_WORKER_ID}={worker_id}")],
+    )])
+}
+
+/// What the start-up sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Containers removed.
+    pub removed: Vec<String>,
+    /// Task containers stopped but kept (`--no-cleanup`).
+    pub stopped: Vec<String>,
+}
+
+/// Removes the containers a previous worker process with `worker_id` left behind: every helper
+/// container, and every task container (only stopped, and kept, when `cleanup` is false, so
+/// `--no-cleanup` still leaves them for inspection). Sidecar volumes are a shared cache and stay.
+///
+/// Assumes one worker process per worker id on an engine: a second live process with the same
+/// id would lose its running tasks.
+///
+/// # Errors
+/// The list call's error; failures on single containers are logged and skipped.
+pub async fn sweep_orphans(
+    docker: &Docker,
+    worker_id: &str,
+    cleanup: bool,
+    stop_grace: Duration,
+) -> Result<SweepReport, bollard::errors::Error> {
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&worker_filter(worker_id))
+        .build();
+    let mut report = SweepReport::default();
+    for container in docker.list_containers(Some(options)).await? {
+        let Some(id) = container.id else { continue };
+        let labels = container.labels.unwrap_or_default();
+        let role = labels.get(LABEL_ROLE).map(String::as_str);
+        let task_id = labels.get(LABEL_TASK_ID).cloned().unwrap_or_default();
+        let running = matches!(container.state, Some(ContainerSummaryStateEnum::RUNNING));
+        if role == Some(Role::Task.as_str()) && !cleanup {
+            if running {
+                let stopped = super::container::stop(docker, &id, stop_grace).await;
+                match stopped {
+                    Ok(()) => report.stopped.push(id.clone()),
+                    Err(e) => {
+                        tracing::warn!(container = %id, %task_id, error = %e, "Could not stop an orphaned task container.")
+                    }
+                }
+            }
+            continue;
+        }
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(&id, Some(options)).await {
+            Ok(()) => {
+                tracing::info!(container = %id, %task_id, role = role.unwrap_or(""), "Removed a container left by a previous worker process.");
+                report.removed.push(id);
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, %task_id, error = %e, "Could not remove an orphaned container.");
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,254 @@
+//! Unit tests of the Docker backend's pure parts: references, volume names, credentials lookup,
+//! the container body, redaction and output tails. The engine itself is exercised by
+//! `tests/scenarios/docker.rs`.
+
+use std::collections::HashMap;
+
+use super::config::DockerConfig;
+use super::container::{Redactor, create_body, resources, tail};
+use super::credentials::{Source, lookup};
+use super::reference::ImageRef;
+use super::sidecar::{bind, marker_tar, validate, volume_name};
+use crate::domain::FailureReason;
+use crate::domain::env::EnvList;
+use crate::domain::spec::{SpecSettings, prepare};
+use crate::domain::task::{Assignment, InstanceShape, SidecarMount, TaskId};
+
+fn parsed(raw: &str) -> String {
+    ImageRef::parse(raw)
+        .map(|r| r.to_string())
+        .unwrap_or_else(|e| format!("ERR {}", e.why))
+}
+
+#[test]
+fn references_normalise_like_docker() {
+    let cases = [
+        ("busybox", "docker.io/library/busybox:latest"),
+        ("busybox:1.36", "docker.io/library/busybox:1.36"),
+        (
+            "warpdotdev/warp-agent",
+            "docker.io/warpdotdev/warp-agent:latest",
+        ),
+        (
+            "index.docker.io/library/ubuntu:22.04",
+            "docker.io/library/ubuntu:22.04",
+        ),
+        ("localhost:5000/a/b", "localhost:5000/a/b:latest"),
+        (
+            "127.0.0.1:5000/oz-test/busybox:abc",
+            "127.0.0.1:5000/oz-test/busybox:abc",
+        ),
+        (
+            "ghcr.io/o/r@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "ghcr.io/o/r@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ),
+        ("a__b/c-d.e:t", "docker.io/a__b/c-d.e:t"),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(parsed(raw), want, "{raw}");
+    }
+}
+
+#[test]
+fn bad_references_are_rejected_with_the_rule_they_break() {
+    let cases = [
+        ("", "the reference is empty"),
+        ("Busybox", "the repository name must be lowercase"),
+        ("busybox:", "the tag must"),
+        ("busybox:-x", "the tag must"),
+        ("busy box", "each path component"),
+        ("a//b", "each path component"),
+        ("-a", "each path component"),
+        ("a@sha256:short", "the digest must"),
+        ("bad_host:5000x/a", "the registry host"),
+    ];
+    for (raw, want) in cases {
+        let got = parsed(raw);
+        assert!(got.starts_with(&format!("ERR {want}")), "{raw}: {got}");
+    }
+}
+
+#[test]
+fn reference_parts_for_pull_auth_and_volumes() {
+    let r = ImageRef::parse("busybox").unwrap();
+    assert_eq!(r.familiar_repository(), "busybox");
+    assert_eq!(r.pull_tag(), "latest");
+    assert_eq!(r.registry_key(), "https://index.docker.io/v1/");
+    assert_eq!(r.local_name(), "docker.io/library/busybox:latest");
+    let r =
+        ImageRef::parse("localhost:5000/a/b:t@sha256:0123456789abcdef0123456789abcdef").unwrap();
+    assert_eq!(r.familiar_repository(), "localhost:5000/a/b");
+    assert_eq!(r.pull_tag(), "sha256:0123456789abcdef0123456789abcdef");
+    assert_eq!(r.registry_key(), "localhost:5000");
+    assert_eq!(
+        r.local_name(),
+        "localhost:5000/a/b@sha256:0123456789abcdef0123456789abcdef"
+    );
+}
+
+#[test]
+fn volume_names_are_sanitised_and_keyed_by_digest() {
+    assert_eq!(
+        volume_name("warpdotdev/warp-agent", "sha256:0123456789abcdef0000"),
+        "warpdotdev-warp-agent-0123456789ab"
+    );
+    assert_eq!(
+        volume_name("localhost:5000/a/b", "sha256:abcdefabcdef12"),
+        "localhost-5000-a-b-abcdefabcdef"
+    );
+    assert_eq!(volume_name("x", "weird:a:b"), "x-weird-a-b");
+    assert_eq!(bind("v", "/agent", false), "v:/agent:ro");
+    assert_eq!(bind("v", "/mnt/x", true), "v:/mnt/x");
+}
+
+#[test]
+fn sidecar_lists_are_validated() {
+    let s = |image: &str, path: &str| SidecarMount {
+        image: image.to_owned(),
+        mount_path: path.to_owned(),
+        read_write: false,
+    };
+    assert!(validate(&[s("a", "/agent"), s("b", "/mnt/b")]).is_ok());
+    for (list, want) in [
+        (vec![s(" ", "/agent")], "empty image"),
+        (vec![s("a", "")], "empty mount path"),
+        (vec![s("a", "agent")], "relative mount path"),
+        (
+            vec![s("a", "/x"), s("b", "/x")],
+            "duplicate sidecar mount path",
+        ),
+    ] {
+        let err = validate(&list).unwrap_err();
+        assert_eq!(err.reason, FailureReason::SidecarPrep);
+        assert!(err.message.contains(want), "{}", err.message);
+    }
+}
+
+#[test]
+fn credentials_come_from_helpers_then_store_then_auths() {
+    // "user:pass" in base64.
+    let inline = r#"{"auths":{"http://127.0.0.1:5001/v2/":{"auth":"dXNlcjpwYXNz"}}}"#;
+    match lookup(inline, "127.0.0.1:5001").unwrap() {
+        Source::Inline(c) => {
+            assert_eq!(c.username, "user");
+            assert_eq!(c.password, "pass");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(lookup(inline, "127.0.0.1:5000").unwrap(), Source::None);
+    let store = r#"{"credsStore":"desktop","credHelpers":{"ghcr.io":"gh"},"auths":{}}"#;
+    assert_eq!(
+        lookup(store, "ghcr.io").unwrap(),
+        Source::Helper("gh".into())
+    );
+    assert_eq!(
+        lookup(store, "quay.io").unwrap(),
+        Source::Helper("desktop".into())
+    );
+    let hub = r#"{"auths":{"https://index.docker.io/v1/":{"username":"u","password":"p"}}}"#;
+    assert!(matches!(
+        lookup(hub, "https://index.docker.io/v1/").unwrap(),
+        Source::Inline(_)
+    ));
+    let err = lookup(r#"{"auths":{"h":{"auth":"!!"}}}"#, "h").unwrap_err();
+    assert!(!err.to_string().contains("!!"));
+    // Debug output never shows the password.
+    if let Source::Inline(c) = lookup(inline, "127.0.0.1:5001").unwrap() {
+        assert!(!format!("{c:?}").contains("pass"));
+    }
+}
+
+fn spec_with_env() -> crate::domain::spec::TaskSpec {
+    let mut a = Assignment::new(TaskId::parse("run-1").unwrap());
+    a.docker_image = Some("busybox".into());
+    a.sidecar_image = Some("warpdotdev/warp-agent:1".into());
+    a.env_vars
+        .insert("GITHUB_TOKEN".into(), "ghp_secret_value".into());
+    a.env_vars.insert("SHARED".into(), "from-server".into());
+    a.instance_shape = Some(InstanceShape {
+        vcpus: Some(2),
+        memory_gb: Some(4),
+    });
+    prepare(&a, &SpecSettings::default())
+}
+
+#[test]
+fn container_body_has_command_env_binds_limits_and_labels() {
+    let spec = spec_with_env();
+    let mut environment = EnvList::new();
+    environment.push("SHARED", "from-operator");
+    environment.push("OP", "1");
+    let config = DockerConfig {
+        worker_id: "w".into(),
+        environment,
+        volumes: vec!["/host:/data:ro".into()],
+        ..DockerConfig::default()
+    };
+    let labels = HashMap::from([("k".to_owned(), "v".to_owned())]);
+    let binds = vec!["vol:/agent:ro".to_owned(), "/host:/data:ro".to_owned()];
+    let body = create_body(&spec, &config, "img", binds.clone(), labels.clone());
+    let cmd = body.cmd.unwrap();
+    assert_eq!(cmd[0], "/agent/entrypoint.sh");
+    assert_eq!(&cmd[1..], spec.args.as_slice());
+    assert_eq!(body.working_dir.as_deref(), Some("/workspace"));
+    assert_eq!(body.entrypoint, None);
+    let env = body.env.unwrap();
+    assert!(env.contains(&"SHARED=from-operator".to_owned()));
+    assert!(!env.contains(&"SHARED=from-server".to_owned()));
+    assert!(env.contains(&"GITHUB_TOKEN=ghp_secret_value".to_owned()));
+    assert_eq!(env.iter().filter(|e| e.starts_with("SHARED=")).count(), 1);
+    assert!(!env.iter().any(|e| e.starts_with("WARP_API_KEY=")));
+    assert_eq!(body.labels, Some(labels));
+    let host = body.host_config.unwrap();
+    assert_eq!(host.binds, Some(binds));
+    assert_eq!(host.nano_cpus, Some(2_000_000_000));
+    assert_eq!(host.memory, Some(4 << 30));
+    assert_eq!(host.memory_swap, Some(4 << 30));
+}
+
+#[test]
+fn resources_follow_the_shape_per_axis() {
+    let shape = |vcpus, memory_gb| InstanceShape { vcpus, memory_gb };
+    assert_eq!(resources(None), (None, None));
+    assert_eq!(resources(Some(&shape(None, None))), (None, None));
+    assert_eq!(resources(Some(&shape(Some(0), Some(-1)))), (None, None));
+    assert_eq!(
+        resources(Some(&shape(Some(1), None))),
+        (Some(1_000_000_000), None)
+    );
+    assert_eq!(
+        resources(Some(&shape(None, Some(1)))),
+        (None, Some(1 << 30))
+    );
+}
+
+#[test]
+fn redaction_hides_secret_values_but_not_public_injected_ones() {
+    let spec = spec_with_env();
+    let r = Redactor::new(&spec.env);
+    let text = "token ghp_secret_value for run-1 prompt=0 from-server";
+    let out = r.redact(text);
+    assert_eq!(out, "token *** for run-1 prompt=0 ***");
+}
+
+#[test]
+fn tails_keep_the_last_lines_and_chars() {
+    assert_eq!(tail("a\nb\nc\n", 2, 100), "b\nc");
+    assert_eq!(tail("a\nb\nc", 5, 100), "a\nb\nc");
+    assert_eq!(tail("abcdef", 1, 3), "def");
+    assert_eq!(tail("", 3, 10), "");
+}
+
+#[test]
+fn the_marker_is_a_valid_tar_of_one_file() {
+    let tar = marker_tar("img");
+    assert_eq!(tar.len(), 512 * 4);
+    assert!(tar.starts_with(b".oz-sidecar-complete"));
+    assert_eq!(&tar[257..263], b"ustar\0");
+    let mut header = tar[..512].to_vec();
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    let stored = std::str::from_utf8(&tar[148..154]).unwrap();
+    assert_eq!(u32::from_str_radix(stored, 8).unwrap(), sum);
+    assert_eq!(&tar[512..516], b"img\n");
+}

@@ -1,0 +1,541 @@
+//! The Docker backend against the real Docker Engine, with the busybox test images and the
+//! local registry of `scripts/setup/20-docker.sh`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::ContainerSummaryStateEnum;
+use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions};
+use futures_util::StreamExt;
+use oz_agent_worker::adapters::docker::labels::{
+    LABEL_EXECUTION_ID, LABEL_ROLE, LABEL_TASK_ID, LABEL_WORKER_ID, Owner, Role,
+};
+use oz_agent_worker::adapters::docker::{DockerError, DockerExecutor, PullPolicy};
+use oz_agent_worker::domain::task::InstanceShape;
+use oz_agent_worker::domain::{Exit, FailureReason, TaskFailure};
+use oz_agent_worker::ports::executor::Executor;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::docker as d;
+
+async fn run(
+    executor: &DockerExecutor,
+    spec: &oz_agent_worker::domain::TaskSpec,
+) -> Result<Exit, TaskFailure> {
+    executor.run(spec, CancellationToken::new()).await
+}
+
+#[tokio::test]
+async fn a_successful_task_completes_and_leaves_no_container() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("success");
+    let executor = d::executor(d::config(&worker)).await;
+    let spec = d::spec("success", &images.image, &images.sidecar, &[]);
+    assert_eq!(run(&executor, &spec).await, Ok(Exit::Succeeded));
+    assert!(d::containers(executor.client(), &worker).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_is_container_exit_with_the_code_and_output_tail() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("exit");
+    let executor = d::executor(d::config(&worker)).await;
+    let spec = d::spec(
+        "exit",
+        &images.image,
+        &images.sidecar,
+        &[("OZ_STANDIN_EXIT", "3")],
+    );
+    let failure = run(&executor, &spec).await.unwrap_err();
+    assert_eq!(failure.reason, FailureReason::ContainerExit);
+    assert_eq!(failure.exit_code, Some(3));
+    assert!(
+        failure
+            .message
+            .starts_with("container exited with non-zero status: 3"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("standin: args: agent run"),
+        "{}",
+        failure.message
+    );
+    assert!(d::containers(executor.client(), &worker).await.is_empty());
+}
+
+#[tokio::test]
+async fn secrets_in_the_output_tail_are_redacted() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("redact");
+    let executor = d::executor(d::config(&worker)).await;
+    let secret = "ghp_topsecret_0123456789";
+    let spec = d::spec(
+        "redact",
+        &images.image,
+        &images.sidecar,
+        &[
+            ("GITHUB_TOKEN", secret),
+            ("OZ_STANDIN_PRINT", secret),
+            ("OZ_STANDIN_EXIT", "1"),
+        ],
+    );
+    let failure = run(&executor, &spec).await.unwrap_err();
+    assert!(!failure.message.contains(secret), "{}", failure.message);
+    assert!(
+        failure.message.contains("standin: ***"),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
+async fn memory_exhaustion_is_container_oom() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("oom");
+    let executor = d::executor(d::config(&worker)).await;
+    let mut spec = d::spec(
+        "oom",
+        &images.image,
+        &images.sidecar,
+        &[("OZ_STANDIN_OOM", "1600m")],
+    );
+    spec.instance_shape = Some(InstanceShape {
+        vcpus: None,
+        memory_gb: Some(1),
+    });
+    let failure = run(&executor, &spec).await.unwrap_err();
+    assert_eq!(
+        failure.reason,
+        FailureReason::ContainerOom,
+        "{}",
+        failure.message
+    );
+    assert_eq!(failure.exit_code, Some(137));
+}
+
+async fn wait_running(executor: &DockerExecutor, worker: &str) -> String {
+    let found = std::sync::Mutex::new(String::new());
+    let running = d::eventually(Duration::from_secs(30), || async {
+        let list = d::containers(executor.client(), worker).await;
+        match list
+            .into_iter()
+            .find(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+        {
+            Some(c) => {
+                *found.lock().unwrap() = c.id.unwrap_or_default();
+                true
+            }
+            None => false,
+        }
+    })
+    .await;
+    assert!(running, "the task container never ran");
+    found.into_inner().unwrap()
+}
+
+#[tokio::test]
+async fn cancel_mid_run_stops_and_removes_the_container() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("cancel");
+    let executor = d::executor(d::config(&worker)).await;
+    let spec = d::spec(
+        "cancel",
+        &images.image,
+        &images.sidecar,
+        &[("OZ_STANDIN_SLEEP", "300")],
+    );
+    let token = CancellationToken::new();
+    let (outcome, ()) = tokio::join!(executor.run(&spec, token.clone()), async {
+        wait_running(&executor, &worker).await;
+        token.cancel();
+    });
+    assert_eq!(outcome, Ok(Exit::Cancelled));
+    assert!(d::containers(executor.client(), &worker).await.is_empty());
+}
+
+#[tokio::test]
+async fn no_cleanup_keeps_containers_and_stops_cancelled_ones() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("keep");
+    let mut config = d::config(&worker);
+    config.cleanup = false;
+    config.stop_grace = Duration::from_secs(1);
+    let executor = d::executor(config).await;
+    let docker = executor.client().clone();
+
+    let done = d::spec("keep-done", &images.image, &images.sidecar, &[]);
+    assert_eq!(run(&executor, &done).await, Ok(Exit::Succeeded));
+    let kept = d::containers(&docker, &worker).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].state, Some(ContainerSummaryStateEnum::EXITED));
+
+    // Ignores SIGTERM, so the stop needs the kill after the grace period.
+    let stubborn = d::spec(
+        "keep-cancel",
+        &images.image,
+        &images.sidecar,
+        &[("OZ_STANDIN_SLEEP", "300"), ("OZ_STANDIN_IGNORE_TERM", "1")],
+    );
+    let token = CancellationToken::new();
+    let (outcome, id) = tokio::join!(executor.run(&stubborn, token.clone()), async {
+        let id = wait_running(&executor, &worker).await;
+        token.cancel();
+        id
+    });
+    assert_eq!(outcome, Ok(Exit::Cancelled));
+    let state = docker
+        .inspect_container(&id, None::<InspectContainerOptions>)
+        .await
+        .unwrap()
+        .state
+        .unwrap();
+    assert_eq!(
+        state.running,
+        Some(false),
+        "a cancelled container must not be left running"
+    );
+    assert_eq!(state.exit_code, Some(137));
+    d::clean(&docker, &worker).await;
+}
+
+#[tokio::test]
+async fn the_container_gets_env_binds_limits_labels_and_no_worker_key() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("inspect");
+    let host_dir = tempfile::tempdir().unwrap();
+    let mut config = d::config(&worker);
+    config.cleanup = false;
+    config.environment.push("OPERATOR_VAR", "op");
+    config.environment.push("SHARED", "from-operator");
+    config
+        .volumes
+        .push(format!("{}:/data", host_dir.path().display()));
+    let executor = d::executor(config).await;
+    let docker = executor.client().clone();
+    let mut spec = d::spec(
+        "inspect",
+        &images.image,
+        &images.sidecar,
+        &[("SHARED", "from-server"), ("OZ_STANDIN_WRITE", "/data/out")],
+    );
+    spec.instance_shape = Some(InstanceShape {
+        vcpus: Some(1),
+        memory_gb: Some(2),
+    });
+    assert_eq!(run(&executor, &spec).await, Ok(Exit::Succeeded));
+
+    let written = std::fs::read_to_string(host_dir.path().join("out")).unwrap();
+    assert_eq!(written.trim(), format!("written-by-{}", spec.task.id));
+
+    let kept = d::containers(&docker, &worker).await;
+    assert_eq!(kept.len(), 1);
+    let inspect = docker
+        .inspect_container(
+            kept[0].id.as_deref().unwrap(),
+            None::<InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let config = inspect.config.unwrap();
+    let env = config.env.unwrap();
+    let names: Vec<&str> = env.iter().map(|e| e.split('=').next().unwrap()).collect();
+    assert!(env.contains(&"SHARED=from-operator".to_owned()), "{env:?}");
+    assert!(env.contains(&"OPERATOR_VAR=op".to_owned()));
+    assert!(env.contains(&format!("TASK_ID={}", spec.task.id)));
+    assert_eq!(names.iter().filter(|n| **n == "SHARED").count(), 1);
+    let mut expected: Vec<&str> = spec.env.keys().chain(["OPERATOR_VAR", "PATH"]).collect();
+    expected.sort_unstable();
+    expected.dedup();
+    let mut got = names.clone();
+    got.sort_unstable();
+    assert_eq!(
+        got, expected,
+        "no variable beyond the task's, the operator's and the image's"
+    );
+    assert!(!names.contains(&"WARP_API_KEY"));
+    assert_eq!(config.working_dir.as_deref(), Some("/workspace"));
+    assert_eq!(config.cmd.unwrap()[0], "/agent/entrypoint.sh");
+    let labels = config.labels.unwrap();
+    assert_eq!(labels.get(LABEL_WORKER_ID), Some(&worker));
+    assert_eq!(
+        labels.get(LABEL_TASK_ID).map(String::as_str),
+        Some(spec.task_id.as_str())
+    );
+    assert_eq!(labels.get(LABEL_EXECUTION_ID), Some(&spec.execution_id));
+    assert_eq!(labels.get(LABEL_ROLE).map(String::as_str), Some("task"));
+    let host = inspect.host_config.unwrap();
+    assert_eq!(host.nano_cpus, Some(1_000_000_000));
+    assert_eq!(host.memory, Some(2 << 30));
+    assert_eq!(host.memory_swap, Some(2 << 30));
+    let binds = host.binds.unwrap();
+    assert!(binds[0].ends_with(":/agent:ro"), "{binds:?}");
+    assert_eq!(binds[1], format!("{}:/data", host_dir.path().display()));
+    d::clean(&docker, &worker).await;
+}
+
+#[tokio::test]
+async fn a_new_sidecar_is_prepared_once_for_two_concurrent_tasks() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("once");
+    let executor = d::executor(d::config(&worker)).await;
+    let docker = executor.client().clone();
+    let sidecar = d::unique_sidecar(&docker, &images.sidecar).await;
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let a = d::spec("once-a", &images.image, &sidecar, &[]);
+    let b = d::spec("once-b", &images.image, &sidecar, &[]);
+    let (ra, rb) = tokio::join!(run(&executor, &a), run(&executor, &b));
+    assert_eq!((ra, rb), (Ok(Exit::Succeeded), Ok(Exit::Succeeded)));
+
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let filters = HashMap::from([
+        ("type".to_owned(), vec!["container".to_owned()]),
+        ("event".to_owned(), vec!["create".to_owned()]),
+        (
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_WORKER_ID}={worker}"),
+                format!("{LABEL_ROLE}={}", Role::SidecarHelper.as_str()),
+            ],
+        ),
+    ]);
+    let options = EventsOptionsBuilder::default()
+        .since(&since.to_string())
+        .until(&until.to_string())
+        .filters(&filters)
+        .build();
+    let helpers = docker.events(Some(options)).count().await;
+    assert_eq!(
+        helpers, 2,
+        "one preparation = one holder + one source container"
+    );
+    assert!(
+        d::containers(&docker, &worker).await.is_empty(),
+        "helpers are removed"
+    );
+    // The volume is labelled with the worker and the task that prepared it.
+    let volumes = docker
+        .list_volumes(Some(
+            bollard::query_parameters::ListVolumesOptionsBuilder::default()
+                .filters(&oz_agent_worker::adapters::docker::labels::worker_filter(
+                    &worker,
+                ))
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .volumes
+        .unwrap_or_default();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(
+        volumes[0].labels.get(LABEL_ROLE).map(String::as_str),
+        Some("sidecar-volume")
+    );
+    d::clean(&docker, &worker).await;
+    d::remove_image(&docker, &sidecar).await;
+}
+
+#[tokio::test]
+async fn images_are_pulled_from_a_registry_with_the_always_policy() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("pull");
+    let mut config = d::config(&worker);
+    config.pull_policy = PullPolicy::Always;
+    let executor = d::executor(config).await;
+    let docker = executor.client().clone();
+    d::remove_image(&docker, &images.registry_only).await;
+    let spec = d::spec("pull", &images.registry_only, &images.registry_sidecar, &[]);
+    assert_eq!(run(&executor, &spec).await, Ok(Exit::Succeeded));
+    assert!(
+        docker.inspect_image(&images.registry_only).await.is_ok(),
+        "the image was pulled"
+    );
+    // `always` pulls even a local image, so one that is in no registry fails.
+    let local_only = d::spec("pull-local", &images.image, &images.sidecar, &[]);
+    let failure = run(&executor, &local_only).await.unwrap_err();
+    assert_eq!(
+        failure.reason,
+        FailureReason::ImagePull,
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
+async fn the_never_policy_uses_local_images_and_never_pulls() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("never");
+    let mut config = d::config(&worker);
+    config.pull_policy = PullPolicy::Never;
+    let executor = d::executor(config).await;
+    let local = d::spec("never-local", &images.image, &images.sidecar, &[]);
+    assert_eq!(run(&executor, &local).await, Ok(Exit::Succeeded));
+    let missing = d::spec(
+        "never-missing",
+        &format!("{}/oz-test/never-pulled:1", images.registry),
+        &images.sidecar,
+        &[],
+    );
+    let failure = run(&executor, &missing).await.unwrap_err();
+    assert_eq!(failure.reason, FailureReason::ImagePull);
+    assert!(
+        failure
+            .message
+            .contains("not present locally and the pull policy is never"),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
+async fn missing_and_bad_images_fail_fast_with_specific_reasons() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("bad-image");
+    let mut config = d::config(&worker);
+    config.pull_policy = PullPolicy::Always;
+    let executor = d::executor(config).await;
+    let cases = [
+        (
+            format!("{}/oz-test/does-not-exist:1", images.registry),
+            images.sidecar.clone(),
+            FailureReason::ImagePull,
+        ),
+        (
+            "registry.nonexistent.invalid/x/y:1".to_owned(),
+            images.sidecar.clone(),
+            FailureReason::ImagePull,
+        ),
+        (
+            "Not A Reference".to_owned(),
+            images.sidecar.clone(),
+            FailureReason::InvalidImage,
+        ),
+        (
+            images.registry_image.clone(),
+            format!("{}/oz-test/no-such-sidecar:1", images.registry),
+            FailureReason::SidecarPrep,
+        ),
+        (
+            images.registry_image.clone(),
+            "bad sidecar ref".to_owned(),
+            FailureReason::InvalidImage,
+        ),
+    ];
+    for (image, sidecar, reason) in cases {
+        let spec = d::spec("bad-image", &image, &sidecar, &[]);
+        let outcome = tokio::time::timeout(Duration::from_secs(60), run(&executor, &spec))
+            .await
+            .expect("a bad image never hangs");
+        let failure = outcome.unwrap_err();
+        assert_eq!(
+            failure.reason, reason,
+            "{image} / {sidecar}: {}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains(&image)
+                || failure.message.contains(&sidecar)
+                || reason == FailureReason::InvalidImage,
+            "{}",
+            failure.message
+        );
+    }
+    assert!(d::containers(executor.client(), &worker).await.is_empty());
+}
+
+#[tokio::test]
+async fn start_up_sweeps_what_a_crashed_worker_left() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("sweep");
+    let docker = d::client().await.unwrap();
+    let owner = Owner {
+        worker_id: worker.clone(),
+        task_id: "crashed".into(),
+        execution_id: "e".into(),
+    };
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(images.image.clone()),
+        cmd: Some(vec!["sleep".into(), "300".into()]),
+        labels: Some(owner.labels(Role::Task)),
+        ..Default::default()
+    };
+    let id = docker.create_container(None, body).await.unwrap().id;
+    docker.start_container(&id, None).await.unwrap();
+    let other = d::worker_id("sweep-other");
+    let other_owner = Owner {
+        worker_id: other.clone(),
+        ..owner.clone()
+    };
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(images.image.clone()),
+        cmd: Some(vec!["true".into()]),
+        labels: Some(other_owner.labels(Role::SidecarHelper)),
+        ..Default::default()
+    };
+    docker.create_container(None, body).await.unwrap();
+
+    let _executor = d::executor(d::config(&worker)).await;
+    assert!(
+        d::containers(&docker, &worker).await.is_empty(),
+        "the orphan is removed"
+    );
+    assert_eq!(
+        d::containers(&docker, &other).await.len(),
+        1,
+        "other workers' containers stay"
+    );
+    d::clean(&docker, &other).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_fails_start_up_naming_the_socket() {
+    let socket = "unix:///nonexistent/oz-test/docker.sock";
+    let config = oz_agent_worker::adapters::docker::DockerConfig::default();
+    let err = DockerExecutor::connect_to(socket, config, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DockerError::Unreachable { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "failed to reach Docker daemon at unix:///nonexistent/oz-test/docker.sock"
+        ),
+        "{text}"
+    );
+    let tcp = DockerExecutor::connect_to("tcp://127.0.0.1:1", Default::default(), None)
+        .await
+        .unwrap_err();
+    assert!(tcp.to_string().contains("127.0.0.1:1"), "{tcp}");
+}

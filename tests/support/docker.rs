@@ -1,0 +1,215 @@
+//! Helpers for tests against the real Docker Engine: the images `scripts/setup/20-docker.sh`
+//! builds, task specs for the stand-in agent, per-test worker ids and label-based clean-up.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary};
+use bollard::query_parameters::{
+    CommitContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
+};
+use oz_agent_worker::adapters::docker::labels::{LABEL_WORKER_ID, worker_filter};
+use oz_agent_worker::adapters::docker::{DockerConfig, DockerExecutor, PullPolicy};
+use oz_agent_worker::domain::spec::{SpecSettings, TaskSpec, prepare};
+use oz_agent_worker::domain::task::{Assignment, TaskId};
+use oz_agent_worker::ports::executor::Executor;
+use tokio::sync::OnceCell;
+
+/// The images and registry the setup script provides.
+#[derive(Debug, Clone)]
+pub struct Images {
+    /// A local busybox task image.
+    pub image: String,
+    /// A local sidecar image with the stand-in `/entrypoint.sh`.
+    pub sidecar: String,
+    /// The task image in the local registry.
+    pub registry_image: String,
+    /// The sidecar image in the local registry.
+    pub registry_sidecar: String,
+    /// An image only in the registry (not local).
+    pub registry_only: String,
+    /// `127.0.0.1:5000`.
+    pub registry: String,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+async fn probe() -> Option<Images> {
+    let images = Images {
+        image: var("OZ_TEST_DOCKER_IMAGE")?,
+        sidecar: var("OZ_TEST_DOCKER_SIDECAR")?,
+        registry_image: var("OZ_TEST_REGISTRY_IMAGE")?,
+        registry_sidecar: var("OZ_TEST_REGISTRY_SIDECAR")?,
+        registry_only: var("OZ_TEST_REGISTRY_ONLY")?,
+        registry: var("OZ_TEST_REGISTRY")?,
+    };
+    let docker = client().await?;
+    for image in [&images.image, &images.sidecar] {
+        docker.inspect_image(image).await.ok()?;
+    }
+    Some(images)
+}
+
+/// A negotiated client from the standard environment, if the engine answers.
+pub async fn client() -> Option<Docker> {
+    let docker = Docker::connect_with_defaults().ok()?;
+    tokio::time::timeout(Duration::from_secs(5), docker.ping())
+        .await
+        .ok()?
+        .ok()?;
+    docker.negotiate_version().await.ok()
+}
+
+static WARM: OnceCell<bool> = OnceCell::const_new();
+
+/// The images, when the engine and the test images are there (else the test is skipped, or
+/// fails under `OZ_TEST_REQUIRE_ALL=1`). The shared sidecar volume is prepared once first, so
+/// parallel tests (each with its own executor) never race to fill it.
+pub async fn setup() -> Option<Images> {
+    let images = probe().await;
+    if !super::require(
+        "docker engine + test images (scripts/setup/20-docker.sh)",
+        images.is_some(),
+    ) {
+        return None;
+    }
+    let images = images?;
+    let warm = WARM
+        .get_or_init(|| async {
+            let worker = worker_id("warm-up");
+            let executor = executor(config(&worker)).await;
+            let spec = spec("warm-up", &images.image, &images.sidecar, &[]);
+            let ok = executor.run(&spec, Default::default()).await.is_ok();
+            ok
+        })
+        .await;
+    assert!(*warm, "the warm-up task failed");
+    Some(images)
+}
+
+/// A worker id unique to one test run.
+pub fn worker_id(test: &str) -> String {
+    format!("oz-test-{test}-{:08x}", fastrand::u32(..))
+}
+
+/// A config for tests: `if-not-present` (the local images are not in any registry) and a short
+/// stop grace.
+pub fn config(worker_id: &str) -> DockerConfig {
+    DockerConfig {
+        worker_id: worker_id.to_owned(),
+        pull_policy: PullPolicy::IfNotPresent,
+        stop_grace: Duration::from_secs(2),
+        ..DockerConfig::default()
+    }
+}
+
+/// Connects an executor from the standard environment.
+pub async fn executor(config: DockerConfig) -> DockerExecutor {
+    DockerExecutor::connect(config)
+        .await
+        .expect("connect to the Docker engine")
+}
+
+/// A task spec running the stand-in agent from `sidecar` in `image`, with `env` as the server's
+/// `env_vars`.
+pub fn spec(task: &str, image: &str, sidecar: &str, env: &[(&str, &str)]) -> TaskSpec {
+    let mut assignment = Assignment::new(
+        TaskId::parse(format!("{task}-{:06x}", fastrand::u32(..0xffffff))).unwrap(),
+    );
+    assignment.execution_id = format!("exec-{:06x}", fastrand::u32(..0xffffff));
+    assignment.docker_image = Some(image.to_owned());
+    assignment.sidecar_image = Some(sidecar.to_owned());
+    for (key, value) in env {
+        assignment
+            .env_vars
+            .insert((*key).to_owned(), (*value).to_owned());
+    }
+    prepare(&assignment, &SpecSettings::default())
+}
+
+/// Every container labelled with `worker_id`.
+pub async fn containers(docker: &Docker, worker_id: &str) -> Vec<ContainerSummary> {
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&worker_filter(worker_id))
+        .build();
+    docker.list_containers(Some(options)).await.unwrap()
+}
+
+/// Polls (every 100 ms, at most `limit`) until `check` holds.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes every container and volume labelled with `worker_id`.
+pub async fn clean(docker: &Docker, worker_id: &str) {
+    for c in containers(docker, worker_id).await {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = docker
+            .remove_container(&c.id.unwrap_or_default(), Some(options))
+            .await;
+    }
+    let options = ListVolumesOptionsBuilder::default()
+        .filters(&worker_filter(worker_id))
+        .build();
+    if let Ok(list) = docker.list_volumes(Some(options)).await {
+        for v in list.volumes.unwrap_or_default() {
+            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+            let _ = docker.remove_volume(&v.name, Some(options)).await;
+        }
+    }
+}
+
+/// A sidecar image with a content address of its own (a commit of `base` with a unique label),
+/// so its volume is new. Returns the image name; remove it with [`remove_image`].
+pub async fn unique_sidecar(docker: &Docker, base: &str) -> String {
+    let tag = format!("{:08x}", fastrand::u32(..));
+    let body = ContainerCreateBody {
+        image: Some(base.to_owned()),
+        cmd: Some(vec!["true".to_owned()]),
+        ..Default::default()
+    };
+    let id = docker.create_container(None, body).await.unwrap().id;
+    let options = CommitContainerOptionsBuilder::default()
+        .container(&id)
+        .repo("oz-test/sidecar-unique")
+        .tag(&tag)
+        .build();
+    let config = ContainerConfig {
+        cmd: Some(vec!["/bin/sh".to_owned()]),
+        labels: Some(HashMap::from([("oz-test.unique".to_owned(), tag.clone())])),
+        ..Default::default()
+    };
+    docker.commit_container(options, config).await.unwrap();
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    docker.remove_container(&id, Some(options)).await.unwrap();
+    format!("oz-test/sidecar-unique:{tag}")
+}
+
+/// Removes an image (and the volumes made from it must be gone first).
+pub async fn remove_image(docker: &Docker, image: &str) {
+    let options = RemoveImageOptionsBuilder::default().force(true).build();
+    let _ = docker.remove_image(image, Some(options), None).await;
+}
+
+/// The label key naming the worker (re-exported for assertions).
+pub const WORKER_LABEL: &str = LABEL_WORKER_ID;
