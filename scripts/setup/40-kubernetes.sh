@@ -44,19 +44,22 @@ oz_k8s_build() {
     >"$cache/apt/src.list"
   local apto=(-o "Dir::Etc::sourcelist=$cache/apt/src.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$cache/apt/lists")
   # Toolchain and etcd: downloaded and extracted into the cache (nothing installed, no service).
-  if [ ! -x "$cache/etcd/usr/bin/etcd" ] || [ ! -x "$cache/go/usr/lib/go-1.19/bin/go" ]; then
-    (
-      cd "$cache/src"
-      [ -n "$(ls /var/lib/apt/lists/*_Packages* 2>/dev/null)" ] || oz_k8s_apt update
-      rm -f ./*.deb
-      apt-get download golang-1.19-go golang-1.19-src etcd-server
-      mkdir -p "$cache/go" "$cache/etcd"
+  (
+    cd "$cache/src"
+    [ -n "$(ls /var/lib/apt/lists/*_Packages* 2>/dev/null)" ] || oz_k8s_apt update
+    rm -f ./*.deb
+    if [ ! -x "$cache/etcd/usr/bin/etcd" ]; then
+      apt-get download etcd-server
+      mkdir -p "$cache/etcd" && dpkg-deb -x etcd-server_*.deb "$cache/etcd"
+    fi
+    if [ ! -x "$cache/bin/kube-apiserver" ] || [ ! -x "$cache/bin/kube-controller-manager" ]; then
+      apt-get download golang-1.19-go golang-1.19-src
+      mkdir -p "$cache/go"
       dpkg-deb -x golang-1.19-go_*.deb "$cache/go"
       dpkg-deb -x golang-1.19-src_*.deb "$cache/go"
-      dpkg-deb -x etcd-server_*.deb "$cache/etcd"
-      rm -f ./*.deb
-    )
-  fi
+    fi
+    rm -f ./*.deb
+  )
   if [ ! -x "$cache/bin/kube-apiserver" ] || [ ! -x "$cache/bin/kube-controller-manager" ]; then
     (
       cd "$cache/src"
@@ -74,8 +77,8 @@ oz_k8s_build() {
       install -m 0755 _output/bin/kube-apiserver "$cache/bin/kube-apiserver"
       install -m 0755 _output/bin/kube-controller-manager "$cache/bin/kube-controller-manager"
     )
-    # The tree is ~2.5 GB after the build; only the binaries are kept.
-    rm -rf "$cache/src/build" "$cache/src/home"
+    # The tree is ~2.5 GB after the build; only the binaries (and etcd) are kept.
+    rm -rf "$cache/src" "$cache/go" "$cache/apt"
   fi
   echo "kubernetes $oz_k8s_version built into $cache in $((SECONDS - started)) s"
 }

@@ -3,5 +3,5 @@
 
 pub mod command;
 pub mod docker;
-pub mod kubernetes;
 pub mod host;
+pub mod kubernetes;

@@ -1,1 +1,2 @@
 //! End-to-end scenarios: the daemon against a local control plane.
+mod kubernetes;

@@ -18,3 +18,4 @@ pub fn require(what: &str, available: bool) -> bool {
     eprintln!("SKIPPED: {what} is not available; run scripts/test.sh to provision it");
     false
 }
+pub mod kubernetes;

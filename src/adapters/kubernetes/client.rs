@@ -71,9 +71,8 @@ impl CountingClient {
 /// [`KubeError::ClientConfig`] naming the source that failed.
 pub async fn client_config(config: &KubernetesConfig) -> Result<Config, KubeError> {
     let loaded = if let Some(path) = &config.kubeconfig {
-        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
-            KubeError::ClientConfig(format!("kubeconfig {}: {e}", path.display()))
-        })?;
+        let kubeconfig = Kubeconfig::read_from(path)
+            .map_err(|e| KubeError::ClientConfig(format!("kubeconfig {}: {e}", path.display())))?;
         Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|e| KubeError::ClientConfig(format!("kubeconfig {}: {e}", path.display())))?

@@ -9,10 +9,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{
+    DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{CountingClient, KubeError, api_code, api_message, client_config, counting_client};
+use super::client::{
+    CountingClient, KubeError, api_code, api_message, client_config, counting_client,
+};
 use super::config::KubernetesConfig;
 use super::job::task_objects;
 use super::names::TaskNames;
@@ -84,7 +88,10 @@ impl KubernetesExecutor {
         let jobs: Api<Job> = Api::namespaced(self.client.client.clone(), ns);
         let secrets: Api<Secret> = Api::namespaced(self.client.client.clone(), ns);
         let create_failure = |what: &str, e: &kube::Error| {
-            TaskFailure::backend(FailureReason::JobCreate, format!("failed to create Kubernetes {what}: {}", api_message(e)))
+            TaskFailure::backend(
+                FailureReason::JobCreate,
+                format!("failed to create Kubernetes {what}: {}", api_message(e)),
+            )
         };
         secrets
             .create(&PostParams::default(), &objects.secret)
@@ -93,7 +100,9 @@ impl KubernetesExecutor {
         let job = match jobs.create(&PostParams::default(), &objects.job).await {
             Ok(job) => job,
             Err(e) => {
-                let _ = secrets.delete(&names.job_name, &DeleteParams::default()).await;
+                let _ = secrets
+                    .delete(&names.job_name, &DeleteParams::default())
+                    .await;
                 return Err(create_failure("Job", &e));
             }
         };
@@ -106,7 +115,14 @@ impl KubernetesExecutor {
             ..OwnerReference::default()
         };
         let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
-        if let Err(e) = secrets.patch(&names.job_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        if let Err(e) = secrets
+            .patch(
+                &names.job_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
             tracing::warn!(job = %names.job_name, error = %api_message(&e), "Could not make the Job own its Secret.");
         }
         Ok(())
@@ -121,21 +137,31 @@ impl KubernetesExecutor {
         match tokio::time::timeout(CLEANUP_TIMEOUT, jobs.delete(name, &dp)).await {
             Ok(Ok(_)) => tracing::debug!(job = %name, "Deleted Kubernetes Job."),
             Ok(Err(e)) if api_code(&e) == Some(404) => {}
-            Ok(Err(e)) => tracing::warn!(job = %name, error = %api_message(&e), "Could not delete Kubernetes Job."),
+            Ok(Err(e)) => {
+                tracing::warn!(job = %name, error = %api_message(&e), "Could not delete Kubernetes Job.")
+            }
             Err(_) => tracing::warn!(job = %name, "Timed out deleting Kubernetes Job."),
         }
     }
 
     /// Writes the failed pods' output (1 MiB per container) to the worker log.
     async fn log_pod_output(&self, names: &TaskNames) {
-        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.client.clone(), &self.config.namespace);
-        let Ok(listed) = pods.list(&ListParams::default().labels(&names.pod_selector())).await else {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.client.clone(), &self.config.namespace);
+        let Ok(listed) = pods
+            .list(&ListParams::default().labels(&names.pod_selector()))
+            .await
+        else {
             return;
         };
         for pod in listed.items {
             let pod_name = pod.metadata.name.clone().unwrap_or_default();
             let spec = pod.spec.unwrap_or_default();
-            let containers = spec.init_containers.unwrap_or_default().into_iter().chain(spec.containers);
+            let containers = spec
+                .init_containers
+                .unwrap_or_default()
+                .into_iter()
+                .chain(spec.containers);
             for container in containers {
                 let lp = LogParams {
                     container: Some(container.name.clone()),
@@ -143,8 +169,12 @@ impl KubernetesExecutor {
                     ..LogParams::default()
                 };
                 match pods.logs(&pod_name, &lp).await {
-                    Ok(output) => tracing::info!(job = %names.job_name, "[{pod_name}/{}]\n{output}", container.name),
-                    Err(e) => tracing::debug!(pod = %pod_name, container = %container.name, error = %api_message(&e), "No pod output."),
+                    Ok(output) => {
+                        tracing::info!(job = %names.job_name, "[{pod_name}/{}]\n{output}", container.name)
+                    }
+                    Err(e) => {
+                        tracing::debug!(pod = %pod_name, container = %container.name, error = %api_message(&e), "No pod output.")
+                    }
                 }
             }
         }
@@ -155,7 +185,12 @@ impl KubernetesExecutor {
 impl Executor for KubernetesExecutor {
     async fn run(&self, spec: &TaskSpec, cancel: CancellationToken) -> Result<Exit, TaskFailure> {
         let config = &self.config;
-        let names = TaskNames::new(&config.worker_id, spec.task_id.as_str(), &spec.execution_id, &config.extra_labels);
+        let names = TaskNames::new(
+            &config.worker_id,
+            spec.task_id.as_str(),
+            &spec.execution_id,
+            &config.extra_labels,
+        );
         if cancel.is_cancelled() {
             return Ok(Exit::Cancelled);
         }
@@ -223,9 +258,26 @@ pub fn is_quantity(raw: &str) -> bool {
     let valid_number = !number.is_empty() && number.parse::<f64>().is_ok();
     let valid_suffix = matches!(
         suffix,
-        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .is_some_and(|e| !e.is_empty() && e.trim_start_matches(['+', '-']).chars().all(|c| c.is_ascii_digit()));
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(|e| {
+        !e.is_empty()
+            && e.trim_start_matches(['+', '-'])
+                .chars()
+                .all(|c| c.is_ascii_digit())
+    });
     valid_number && valid_suffix
 }

@@ -111,7 +111,11 @@ pub fn inspect_pod(pod: &Pod, now: Timestamp, unschedulable_timeout: Option<Dura
         .filter(|c| c.restart_policy.as_deref() == Some("Always"))
         .map(|c| c.name.as_str())
         .collect();
-    for c in status.init_container_statuses.as_deref().unwrap_or_default() {
+    for c in status
+        .init_container_statuses
+        .as_deref()
+        .unwrap_or_default()
+    {
         if let Some(f) = container_failure(pod, c, true, restartable.contains(&c.name.as_str())) {
             return PodCheck::Failed(f);
         }
@@ -121,13 +125,24 @@ pub fn inspect_pod(pod: &Pod, now: Timestamp, unschedulable_timeout: Option<Dura
             return PodCheck::Failed(f);
         }
     }
-    let unschedulable = status.conditions.as_deref().unwrap_or_default().iter().find(|c| {
-        c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
-    });
+    let unschedulable = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        });
     if let (Some(condition), Some(timeout)) = (unschedulable, unschedulable_timeout)
         && !timeout.is_zero()
     {
-        let created = pod.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+        let created = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, |t| t.0);
         let waited = now.duration_since(created).unsigned_abs();
         if waited >= timeout {
             return PodCheck::Failed(TaskFailure::backend(
@@ -153,7 +168,10 @@ pub fn inspect_pod(pod: &Pod, now: Timestamp, unschedulable_timeout: Option<Dura
 pub fn inspect_pod_events(pod: &Pod, events: &[Event]) -> Option<TaskFailure> {
     let mount = events.iter().find(|e| {
         e.reason.as_deref() == Some("FailedMount")
-            || e.message.as_deref().unwrap_or_default().contains("MountVolume.SetUp failed")
+            || e.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("MountVolume.SetUp failed")
     });
     if let Some(event) = mount {
         return Some(TaskFailure::backend(
@@ -225,7 +243,10 @@ fn container_failure(
         if let Some(name) = signal_name(t.signal.filter(|s| *s > 0).unwrap_or(code - 128)) {
             text.push_str(&format!(" ({name})"));
         }
-        text.push_str(&details(pod, Some((t.reason.as_deref(), t.message.as_deref()))));
+        text.push_str(&details(
+            pod,
+            Some((t.reason.as_deref(), t.message.as_deref())),
+        ));
         if code == 143 {
             let who = if init { "the setup" } else { "the task" };
             text.push_str(&format!(
@@ -245,7 +266,11 @@ fn container_failure(
         _ if init => FailureReason::InitContainer,
         _ => FailureReason::ContainerCreate,
     };
-    let mut text = format!("{kind} {} in {} is waiting: {why}", status.name, pod_context(pod));
+    let mut text = format!(
+        "{kind} {} in {} is waiting: {why}",
+        status.name,
+        pod_context(pod)
+    );
     if let Some(m) = waiting.message.as_deref().filter(|m| !m.is_empty()) {
         text.push_str(&format!(": {m}"));
     }

@@ -281,7 +281,10 @@ fn validate_sidecars(spec: &TaskSpec, image_volumes: bool) -> Result<(), TaskFai
         }
         let path = sidecar.mount_path.trim_end_matches('/');
         if sidecar.mount_path.is_empty() {
-            return fail(format!("sidecar {i} ({}) has an empty mount path", sidecar.image));
+            return fail(format!(
+                "sidecar {i} ({}) has an empty mount path",
+                sidecar.image
+            ));
         }
         if path == WORKSPACE {
             return fail(format!(

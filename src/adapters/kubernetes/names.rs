@@ -86,7 +86,10 @@ pub fn execution_key<'a>(task_id: &'a str, execution_id: &'a str) -> &'a str {
 /// `oz-task-<run>-exec-<exec>`, at most 63 characters (spec §2.3).
 pub fn job_name(task_id: &str, execution_id: &str) -> String {
     let key = sanitize_name(execution_key(task_id, execution_id));
-    let tail: String = key.chars().skip(key.chars().count().saturating_sub(8)).collect();
+    let tail: String = key
+        .chars()
+        .skip(key.chars().count().saturating_sub(8))
+        .collect();
     let exec = match tail.trim_matches('-') {
         "" => "exec".to_owned(),
         e => e.to_owned(),

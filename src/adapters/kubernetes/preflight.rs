@@ -27,7 +27,11 @@ use super::names::short_hash;
 /// Every permission the worker needs in its namespace: (API group, resource, verbs). Kept in
 /// step with docs/kubernetes-rbac.yaml.
 pub const REQUIRED_PERMISSIONS: [(&str, &str, &[&str]); 5] = [
-    ("batch", "jobs", &["create", "get", "list", "watch", "delete"]),
+    (
+        "batch",
+        "jobs",
+        &["create", "get", "list", "watch", "delete"],
+    ),
     ("", "pods", &["get", "list", "watch"]),
     ("", "pods/log", &["get"]),
     ("", "events", &["list"]),
@@ -67,14 +71,22 @@ pub async fn preflight(
         Err(e) if api_code(&e) == Some(404) => {
             return Err(KubeError::MissingNamespace(config.namespace.clone()));
         }
-        Err(e) => return Err(wrap(config, format!("could not create the preflight Job: {}", api_message(&e)))),
+        Err(e) => {
+            return Err(wrap(
+                config,
+                format!("could not create the preflight Job: {}", api_message(&e)),
+            ));
+        }
     };
     let outcome = tokio::time::timeout(TIMEOUT, wait_preflight(client, config, &created)).await;
     let deleted = jobs
-        .delete(&name, &DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..DeleteParams::default()
-        })
+        .delete(
+            &name,
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..DeleteParams::default()
+            },
+        )
         .await;
     if let Err(e) = deleted
         && api_code(&e) != Some(404)
@@ -84,12 +96,18 @@ pub async fn preflight(
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(message)) => Err(wrap(config, message)),
-        Err(_) if config.use_image_volumes => Err(wrap(config, format!(
-            "timed out waiting for startup preflight Job {name:?} to complete or surface a failure"
-        ))),
-        Err(_) => Err(wrap(config, format!(
-            "timed out waiting for startup preflight Job {name:?} to create a Pod or surface a controller failure"
-        ))),
+        Err(_) if config.use_image_volumes => Err(wrap(
+            config,
+            format!(
+                "timed out waiting for startup preflight Job {name:?} to complete or surface a failure"
+            ),
+        )),
+        Err(_) => Err(wrap(
+            config,
+            format!(
+                "timed out waiting for startup preflight Job {name:?} to create a Pod or surface a controller failure"
+            ),
+        )),
     }
 }
 
@@ -98,7 +116,11 @@ pub async fn preflight(
 ///
 /// # Errors
 /// [`KubeError::Config`] when `preflight_resources` is not a ResourceRequirements.
-pub fn preflight_job(config: &KubernetesConfig, template: &PodSpec, name: &str) -> Result<Job, KubeError> {
+pub fn preflight_job(
+    config: &KubernetesConfig,
+    template: &PodSpec,
+    name: &str,
+) -> Result<Job, KubeError> {
     let resources = preflight_resources(config.preflight_resources.as_ref())?;
     let pull = config.image_pull_policy.as_str().to_owned();
     let mut pod = template.clone();
@@ -162,7 +184,9 @@ pub fn preflight_job(config: &KubernetesConfig, template: &PodSpec, name: &str) 
 ///
 /// # Errors
 /// [`KubeError::Config`] naming the field.
-pub fn preflight_resources(raw: Option<&serde_json::Value>) -> Result<ResourceRequirements, KubeError> {
+pub fn preflight_resources(
+    raw: Option<&serde_json::Value>,
+) -> Result<ResourceRequirements, KubeError> {
     if let Some(raw) = raw {
         return serde_json::from_value(raw.clone()).map_err(|e| {
             KubeError::Config(format!(
@@ -218,7 +242,11 @@ async fn check_permissions(client: &CountingClient, namespace: &str) -> Result<(
             }
         }
         if !denied.is_empty() {
-            let qualified = if group.is_empty() { resource.to_owned() } else { format!("{group}/{resource}") };
+            let qualified = if group.is_empty() {
+                resource.to_owned()
+            } else {
+                format!("{group}/{resource}")
+            };
             missing.push(format!("{qualified}: {}", denied.join(", ")));
         }
     }
@@ -231,7 +259,11 @@ async fn check_permissions(client: &CountingClient, namespace: &str) -> Result<(
     })
 }
 
-async fn wait_preflight(client: &CountingClient, config: &KubernetesConfig, job: &Job) -> Result<(), String> {
+async fn wait_preflight(
+    client: &CountingClient,
+    config: &KubernetesConfig,
+    job: &Job,
+) -> Result<(), String> {
     let name = job.metadata.name.clone().unwrap_or_default();
     let uid = job.metadata.uid.clone().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(client.client.clone(), &config.namespace);
@@ -250,7 +282,9 @@ async fn wait_preflight(client: &CountingClient, config: &KubernetesConfig, job:
                 }
                 let failure = match inspect_pod(pod, k8s_openapi::jiff::Timestamp::now(), None) {
                     PodCheck::Failed(f) => Some(f),
-                    PodCheck::Fine { events_needed: true } => {
+                    PodCheck::Fine {
+                        events_needed: true,
+                    } => {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
                         let lp = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
                         let found = events.list(&lp).await.map(|l| l.items).unwrap_or_default();
@@ -266,7 +300,9 @@ async fn wait_preflight(client: &CountingClient, config: &KubernetesConfig, job:
             match job_state(&current) {
                 JobState::Complete => return Ok(()),
                 JobState::Failed { reason, message } => {
-                    return Err(format!("preflight Job {name:?} failed: {reason}: {message}"));
+                    return Err(format!(
+                        "preflight Job {name:?} failed: {reason}: {message}"
+                    ));
                 }
                 JobState::Running => {}
             }

@@ -43,7 +43,9 @@ fn overlay(base: &mut Container, worker: Container) {
         base.image_pull_policy = worker.image_pull_policy;
     }
     if let Some(mounts) = worker.volume_mounts {
-        base.volume_mounts.get_or_insert_with(Vec::new).extend(mounts);
+        base.volume_mounts
+            .get_or_insert_with(Vec::new)
+            .extend(mounts);
     }
     if let Some(env) = worker.env {
         base.env = Some(merge_env(base.env.take().unwrap_or_default(), env));

@@ -98,14 +98,20 @@ impl JobWatch {
                         if job_failures >= MAX_OPEN_FAILURES {
                             return Outcome::Failed(TaskFailure::backend(
                                 FailureReason::JobWatch,
-                                format!("failed to watch Kubernetes Job {}: {}", self.job_name, api_message(&e)),
+                                format!(
+                                    "failed to watch Kubernetes Job {}: {}",
+                                    self.job_name,
+                                    api_message(&e)
+                                ),
                             ));
                         }
                     }
                 }
             }
             if pod_stream.is_none() {
-                let wp = WatchParams::default().labels(&self.pod_selector).timeout(290);
+                let wp = WatchParams::default()
+                    .labels(&self.pod_selector)
+                    .timeout(290);
                 match self.pods.watch(&wp, &pod_version).await {
                     Ok(s) => pod_stream = Some(s.boxed()),
                     Err(e) => {
@@ -113,7 +119,11 @@ impl JobWatch {
                         if pod_failures >= MAX_OPEN_FAILURES {
                             return Outcome::Failed(TaskFailure::backend(
                                 FailureReason::PodWatch,
-                                format!("failed to watch the pods of Kubernetes Job {}: {}", self.job_name, api_message(&e)),
+                                format!(
+                                    "failed to watch the pods of Kubernetes Job {}: {}",
+                                    self.job_name,
+                                    api_message(&e)
+                                ),
                             ));
                         }
                     }
@@ -172,14 +182,21 @@ impl JobWatch {
     }
 
     /// GET the Job, evaluate it, LIST its pods and inspect each. Returns the versions to watch from.
-    async fn resync(&self, wake: &mut Option<Instant>) -> Result<(Step, String, String), TaskFailure> {
+    async fn resync(
+        &self,
+        wake: &mut Option<Instant>,
+    ) -> Result<(Step, String, String), TaskFailure> {
         let job = match self.jobs.get(&self.job_name).await {
             Ok(job) => job,
             Err(e) if api_code(&e) == Some(404) => return Err(self.deleted()),
             Err(e) => {
                 return Err(TaskFailure::backend(
                     FailureReason::JobWatch,
-                    format!("failed to get Kubernetes Job {}: {}", self.job_name, api_message(&e)),
+                    format!(
+                        "failed to get Kubernetes Job {}: {}",
+                        self.job_name,
+                        api_message(&e)
+                    ),
                 ));
             }
         };
@@ -193,13 +210,21 @@ impl JobWatch {
             .map_err(|e| {
                 TaskFailure::backend(
                     FailureReason::PodWatch,
-                    format!("failed to list the pods of Kubernetes Job {}: {}", self.job_name, api_message(&e)),
+                    format!(
+                        "failed to list the pods of Kubernetes Job {}: {}",
+                        self.job_name,
+                        api_message(&e)
+                    ),
                 )
             })?;
         *wake = None;
         for pod in &listed.items {
             if let Some(failure) = self.on_pod(pod, wake).await {
-                return Ok((Step::Done(Outcome::Failed(failure)), String::new(), String::new()));
+                return Ok((
+                    Step::Done(Outcome::Failed(failure)),
+                    String::new(),
+                    String::new(),
+                ));
             }
         }
         let job_version = job.metadata.resource_version.unwrap_or_default();
@@ -213,20 +238,30 @@ impl JobWatch {
             JobState::Complete => Step::Done(Outcome::Succeeded),
             JobState::Failed { reason, message } => {
                 // A pod-level failure is more specific than the Job's.
-                let listed = self.pods.list(&ListParams::default().labels(&self.pod_selector)).await;
+                let listed = self
+                    .pods
+                    .list(&ListParams::default().labels(&self.pod_selector))
+                    .await;
                 let mut ignored = None;
                 for pod in listed.map(|l| l.items).unwrap_or_default() {
                     if let Some(failure) = self.on_pod(&pod, &mut ignored).await {
                         return Step::Done(Outcome::Failed(failure));
                     }
                 }
-                Step::Done(Outcome::Failed(job_failure(&self.job_name, &self.namespace, &reason, &message)))
+                Step::Done(Outcome::Failed(job_failure(
+                    &self.job_name,
+                    &self.namespace,
+                    &reason,
+                    &message,
+                )))
             }
         }
     }
 
     async fn on_pod(&self, pod: &Pod, wake: &mut Option<Instant>) -> Option<TaskFailure> {
-        if pod.metadata.deletion_timestamp.is_some() && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending") {
+        if pod.metadata.deletion_timestamp.is_some()
+            && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+        {
             return None;
         }
         match inspect_pod(pod, Timestamp::now(), self.unschedulable_timeout) {
@@ -236,8 +271,12 @@ impl JobWatch {
                 *wake = Some(wake.map_or(at, |w| w.min(at)));
                 None
             }
-            PodCheck::Fine { events_needed: false } => None,
-            PodCheck::Fine { events_needed: true } => {
+            PodCheck::Fine {
+                events_needed: false,
+            } => None,
+            PodCheck::Fine {
+                events_needed: true,
+            } => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 let lp = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
                 let events = match self.events.list(&lp).await {
@@ -263,7 +302,10 @@ impl JobWatch {
     }
 }
 
-fn remember(version: &mut String, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+fn remember(
+    version: &mut String,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) {
     if let Some(v) = &meta.resource_version {
         version.clone_from(v);
     }
