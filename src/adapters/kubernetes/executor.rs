@@ -70,6 +70,25 @@ impl KubernetesExecutor {
         })
     }
 
+    /// An executor on an existing client (e.g. a mock API server), without the preflight.
+    /// [`KubernetesExecutor::api_requests`] stays 0 for it.
+    ///
+    /// # Errors
+    /// [`KubeError::Config`].
+    pub fn with_client(client: kube::Client, config: &KubernetesConfig) -> Result<Self, KubeError> {
+        let template = validate(config)?;
+        Ok(Self {
+            client: CountingClient {
+                client,
+                requests: Default::default(),
+                server: "(custom client)".to_owned(),
+            },
+            config: Arc::new(config.clone()),
+            template: Arc::new(template),
+            resync_interval: DEFAULT_RESYNC_INTERVAL,
+        })
+    }
+
     /// Changes the safety-net resync period (default 30 s).
     #[must_use]
     pub fn with_resync_interval(mut self, interval: Duration) -> Self {

@@ -32,6 +32,9 @@ pub enum Outcome {
 /// Consecutive failures to open a watch before the task fails.
 const MAX_OPEN_FAILURES: u32 = 3;
 
+/// The least time between two openings of the same watch.
+const MIN_REOPEN: Duration = Duration::from_secs(1);
+
 type EventStream<K> = Pin<Box<dyn Stream<Item = kube::Result<WatchEvent<K>>> + Send>>;
 
 /// The APIs and identity of one task Job.
@@ -69,6 +72,8 @@ impl JobWatch {
         let mut next_resync = Instant::now();
         let mut unschedulable_wake: Option<Instant> = None;
         let (mut job_failures, mut pod_failures) = (0u32, 0u32);
+        // A watch that closes at once is re-opened at most once a second (no hot loop).
+        let (mut job_next_open, mut pod_next_open) = (Instant::now(), Instant::now());
         loop {
             if cancel.is_cancelled() {
                 return Outcome::Cancelled;
@@ -87,7 +92,8 @@ impl JobWatch {
                 need_resync = false;
                 next_resync = Instant::now() + self.resync_interval;
             }
-            if job_stream.is_none() {
+            if job_stream.is_none() && Instant::now() >= job_next_open {
+                job_next_open = Instant::now() + MIN_REOPEN;
                 let wp = WatchParams::default()
                     .fields(&format!("metadata.name={}", self.job_name))
                     .timeout(290);
@@ -108,7 +114,8 @@ impl JobWatch {
                     }
                 }
             }
-            if pod_stream.is_none() {
+            if pod_stream.is_none() && Instant::now() >= pod_next_open {
+                pod_next_open = Instant::now() + MIN_REOPEN;
                 let wp = WatchParams::default()
                     .labels(&self.pod_selector)
                     .timeout(290);
@@ -129,13 +136,15 @@ impl JobWatch {
                     }
                 }
             }
-            let retry_soon = job_stream.is_none() || pod_stream.is_none();
             let mut wake = next_resync;
             if let Some(at) = unschedulable_wake {
                 wake = wake.min(at);
             }
-            if retry_soon {
-                wake = wake.min(Instant::now() + Duration::from_secs(1));
+            if job_stream.is_none() {
+                wake = wake.min(job_next_open);
+            }
+            if pod_stream.is_none() {
+                wake = wake.min(pod_next_open);
             }
             tokio::select! {
                 biased;
