@@ -25,3 +25,4 @@ pub fn require(what: &str, available: bool) -> bool {
 pub mod logs;
 pub mod standin;
 pub mod docker;
+pub mod kubernetes;

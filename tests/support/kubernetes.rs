@@ -1,0 +1,174 @@
+//! Kubernetes test harness: the API server started by scripts/setup/40-kubernetes.sh, an admin
+//! client, and "kubelet" helpers that patch pod status (there is no kubelet in the test cluster;
+//! the real job controller creates the Pods and reacts to their status).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use oz_agent_worker::adapters::kubernetes::KubernetesConfig;
+use oz_agent_worker::adapters::kubernetes::names::TaskNames;
+use oz_agent_worker::domain::spec::{SpecSettings, prepare};
+use oz_agent_worker::domain::{Assignment, TaskId, TaskSpec};
+use serde_json::json;
+
+/// The admin kubeconfig, when the setup script ran.
+pub fn admin_kubeconfig() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("OZ_TEST_KUBECONFIG")?);
+    path.exists().then_some(path)
+}
+
+/// Whether the test API server is provisioned.
+pub fn available() -> bool {
+    admin_kubeconfig().is_some()
+}
+
+/// A kubeconfig path from an env var set by the setup script.
+pub fn kubeconfig_from(var: &str) -> PathBuf {
+    PathBuf::from(
+        std::env::var_os(var).unwrap_or_else(|| panic!("{var} is set by 40-kubernetes.sh")),
+    )
+}
+
+/// An admin client.
+pub async fn admin() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = Kubeconfig::read_from(admin_kubeconfig().expect("provisioned")).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// A fresh namespace for one test.
+pub async fn namespace(client: &Client) -> String {
+    let name = format!("oz-t-{:08x}", fastrand::u32(..));
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    name
+}
+
+/// The worker config used by the tests: admin kubeconfig, `namespace`, fast unschedulable.
+pub fn worker_config(namespace: &str) -> KubernetesConfig {
+    KubernetesConfig {
+        worker_id: "oz-test-worker".to_owned(),
+        namespace: namespace.to_owned(),
+        kubeconfig: admin_kubeconfig(),
+        unschedulable_timeout: Some(Duration::from_secs(1)),
+        ..KubernetesConfig::default()
+    }
+}
+
+/// A task spec with a unique id, a secret env value and a sidecar.
+pub fn task_spec(secret: &str) -> TaskSpec {
+    let id = format!("019f5de4-{:04x}-762e-92ed-199c971abcba", fastrand::u16(..));
+    let mut assignment = Assignment::new(TaskId::parse(id).unwrap());
+    assignment.execution_id = format!("exec-{:08x}", fastrand::u32(..));
+    assignment.docker_image = Some("oz-test/busybox:1".to_owned());
+    assignment.sidecar_image = Some("warp/agent:1".to_owned());
+    assignment
+        .env_vars
+        .insert("GITHUB_TOKEN".to_owned(), secret.to_owned());
+    prepare(&assignment, &SpecSettings::default())
+}
+
+/// The names the worker gives `spec`'s objects.
+pub fn names(config: &KubernetesConfig, spec: &TaskSpec) -> TaskNames {
+    TaskNames::new(
+        &config.worker_id,
+        spec.task_id.as_str(),
+        &spec.execution_id,
+        &config.extra_labels,
+    )
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for the task's pod (created by the real job controller) and returns its name.
+pub async fn task_pod(client: &Client, namespace: &str, names: &TaskNames) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let lp = ListParams::default().labels(&names.pod_selector());
+    eventually(
+        "the job controller to create the pod",
+        Duration::from_secs(30),
+        || async {
+            let listed = pods.list(&lp).await.ok()?;
+            listed.items.first().and_then(|p| p.metadata.name.clone())
+        },
+    )
+    .await
+}
+
+/// What the pretend kubelet reports.
+pub enum PodStatus {
+    /// The task container runs.
+    Running,
+    /// The task container exited with this code.
+    Exited(i32),
+    /// The scheduler found no node.
+    Unschedulable,
+    /// The image cannot be pulled.
+    ImagePullFailed,
+    /// The kubelet evicted the pod.
+    Evicted,
+}
+
+/// Patches the pod's status as a kubelet would.
+pub async fn set_pod_status(client: &Client, namespace: &str, pod: &str, status: PodStatus) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let container = |state: serde_json::Value| json!([{ "name": "task", "ready": false, "restartCount": 0, "image": "oz-test/busybox:1", "imageID": "", "state": state }]);
+    let body = match status {
+        PodStatus::Running => json!({ "phase": "Running", "startTime": now,
+            "containerStatuses": container(json!({ "running": { "startedAt": now } })) }),
+        PodStatus::Exited(code) => json!({
+            "phase": if code == 0 { "Succeeded" } else { "Failed" },
+            "containerStatuses": container(json!({ "terminated": {
+                "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                "startedAt": now, "finishedAt": now } })) }),
+        PodStatus::Unschedulable => json!({ "phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 Insufficient cpu.", "lastTransitionTime": now }] }),
+        PodStatus::ImagePullFailed => json!({ "phase": "Pending",
+            "containerStatuses": container(json!({ "waiting": { "reason": "ErrImagePull",
+                "message": "rpc error: pull access denied for nope/nope, repository does not exist" } })) }),
+        PodStatus::Evicted => json!({ "phase": "Failed", "reason": "Evicted",
+            "message": "The node was low on resource: memory." }),
+    };
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .patch_status(
+            pod,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": body })),
+        )
+        .await
+        .unwrap();
+}
