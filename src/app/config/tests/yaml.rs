@@ -440,6 +440,7 @@ fn the_config_file_path_is_expanded_and_read_failures_name_it() {
     ];
     let loaded = load(argv, &env_map(&[("HOME", dir)])).unwrap();
     assert_eq!(loaded.invocation.config().worker_id, "from-home");
+    assert_eq!(loaded.config_file.as_deref(), Some(temp.path()));
     let relative = failure_for_path("surely-missing-oz.yaml");
     let cwd = std::env::current_dir().unwrap();
     assert!(
