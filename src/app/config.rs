@@ -170,6 +170,8 @@ pub struct Loaded {
     pub invocation: Invocation,
     /// Human-readable warnings; none contains a secret.
     pub warnings: Vec<String>,
+    /// The absolute path of the config file that was read, if any (for a start-up log line).
+    pub config_file: Option<PathBuf>,
 }
 
 /// Why [`load`] did not produce a config. `Display` is the full (possibly multi-line) message;
@@ -266,12 +268,14 @@ where
             let (raw, unknown_keys) =
                 file::parse(&path, &text).map_err(|e| ConfigError::Invalid(vec![e]))?;
             findings.problems.extend(unknown_keys);
-            Some((path.display().to_string(), raw))
+            Some((path, raw))
         }
     };
+    let shown_path = file.as_ref().map(|(path, _)| path.display().to_string());
     let input = file
         .as_ref()
-        .map(|(path, raw)| validate::FileInput { path, raw });
+        .zip(shown_path.as_deref())
+        .map(|((_, raw), path)| validate::FileInput { path, raw });
     let config = validate::validate(&parsed.args, input, env, &mut findings);
     match config {
         Some(config) if findings.problems.is_empty() => Ok(Loaded {
@@ -280,6 +284,7 @@ where
                 None => Invocation::Run(config),
             },
             warnings: findings.warnings,
+            config_file: file.map(|(path, _)| path),
         }),
         _ => Err(ConfigError::Invalid(findings.problems)),
     }

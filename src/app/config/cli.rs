@@ -106,7 +106,13 @@ pub(crate) struct CliArgs {
 
     /// How long to keep the oz agent alive after a task completes, for follow-ups (e.g. 45m,
     /// 10m, 0s). Defaults to 45m when not set.
-    #[arg(long, global = true, default_value = "", value_name = "DURATION")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "",
+        hide_default_value = true,
+        value_name = "DURATION"
+    )]
     pub idle_on_complete: String,
 
     /// Docker only: when to pull a task's image.
@@ -121,24 +127,18 @@ pub(crate) struct CliArgs {
 /// `--log-level` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub(crate) enum CliLogLevel {
-    /// `debug`.
     Debug,
-    /// `info`.
     #[default]
     Info,
-    /// `warn`.
     Warn,
-    /// `error`.
     Error,
 }
 
 /// `--log-format` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub(crate) enum CliLogFormat {
-    /// Human-readable lines.
     #[default]
     Text,
-    /// One JSON object per line.
     Json,
 }
 
