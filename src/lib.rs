@@ -5,8 +5,9 @@
 //! OpenTelemetry, fakes). `local` is not part of the worker: it is a local stand-in for Warp's
 //! control plane, used by tests and the `oz-local-control-plane` binary.
 
+pub mod adapters;
+pub mod app;
 pub mod domain;
 pub mod ports;
-pub mod app;
-pub mod adapters;
+
 pub mod local;

@@ -5,4 +5,5 @@ pub mod command;
 pub mod docker;
 pub mod kubernetes;
 pub mod host;
+
 pub mod control_plane;
