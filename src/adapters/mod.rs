@@ -3,7 +3,7 @@
 
 pub mod command;
 pub mod docker;
-pub mod kubernetes;
 pub mod host;
+pub mod kubernetes;
 
 pub mod control_plane;

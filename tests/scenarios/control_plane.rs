@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::support::logs::capture_logs;
 
 const KEY: &str = "worker-api-key-7f3a";
-const BOUND: Duration = Duration::from_secs(15);
+const BOUND: Duration = Duration::from_secs(30);
+/// Enough 1 MiB reports to overflow the loopback socket buffers of a server that stops reading.
+const N_BIG: usize = 12;
 
 struct Harness {
     cp: LocalControlPlane,
@@ -215,8 +217,8 @@ async fn a_report_whose_write_failed_is_sent_again_on_the_next_connection() {
     h.connected().await;
     // The server stops reading, so the socket buffers fill and a write times out.
     h.cp.set_answer_pings(false);
-    let big = "x".repeat(4 * 1024 * 1024);
-    for n in 0..16 {
+    let big = "x".repeat(1024 * 1024);
+    for n in 0..N_BIG {
         h.source
             .report(TaskReport::Failed {
                 task_id: id(&format!("big{n}")),
@@ -245,7 +247,7 @@ async fn a_report_whose_write_failed_is_sent_again_on_the_next_connection() {
         ));
     }
     // Every report arrived (at least once), and the tail went over the new connection.
-    for n in 0..16 {
+    for n in 0..N_BIG {
         let task = format!("big{n}");
         assert!(
             seen.iter().any(|(_, t)| *t == task),
@@ -432,4 +434,42 @@ async fn no_api_key_or_env_var_secret_appears_in_debug_logs() {
     assert!(!text.contains(KEY), "API key leaked:\n{text}");
     assert!(!text.contains(secret_env), "env secret leaked:\n{text}");
     assert!(!text.contains("12345"), "env value leaked:\n{text}");
+}
+
+#[tokio::test]
+async fn a_forbidden_handshake_logs_the_credentials_hint() {
+    let (logs, _guard) = capture_logs();
+    let cp = LocalControlPlane::start("127.0.0.1:0".parse().unwrap(), KEY)
+        .await
+        .unwrap();
+    cp.set_reject_handshakes(Some(403));
+    let mut h = start_with(cp, |_| {}).await;
+    h.expect("DialFailed", |e| *e == ControlEvent::DialFailed)
+        .await;
+    let text = logs.contents();
+    assert!(text.contains("403 Forbidden"), "{text}");
+    assert!(text.contains("check WARP_API_KEY"), "{text}");
+    h.cp.set_reject_handshakes(None);
+    h.connected().await;
+}
+
+#[tokio::test]
+async fn cancel_interrupts_the_backoff_sleep() {
+    let cp = LocalControlPlane::start("127.0.0.1:0".parse().unwrap(), KEY)
+        .await
+        .unwrap();
+    cp.set_reject_handshakes(Some(503));
+    let mut h = start_with(cp, |c| {
+        // Far longer than the test's bound: only an interrupted sleep lets `run` return.
+        c.backoff.initial = Duration::from_secs(600);
+        c.backoff.max = Duration::from_secs(600);
+    })
+    .await;
+    h.expect("DialFailed", |e| *e == ControlEvent::DialFailed)
+        .await;
+    h.cancel.cancel();
+    let result = tokio::time::timeout(BOUND, h.run)
+        .await
+        .expect("run returned");
+    assert!(result.unwrap().is_ok());
 }
