@@ -1,2 +1,185 @@
-//! Placeholder until the local control plane lands.
-fn main() {}
+//! `oz-local-control-plane`: a stand-in for Warp's server, for trying the worker locally.
+//!
+//! It listens on a loopback address, waits for a worker to connect, sends `--tasks N` sample
+//! assignments, prints every lifecycle event on stdout as it happens, optionally cancels each
+//! task `--cancel-after` seconds after assigning it, and with `--exit-when-done` exits once
+//! every task is terminal: 0 when none failed, 1 otherwise. Rejected tasks are re-sent after a
+//! second, as the real server re-queues them.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use oz_agent_worker::adapters::control_plane::protocol::{TASK_STATE_CANCELLED, WorkerMessage};
+use oz_agent_worker::local::{LocalControlPlane, sample_assignment};
+use tokio::time::Instant;
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(about = "A local stand-in for Warp's control plane, for running the worker locally")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8765")]
+    listen: SocketAddr,
+    /// The API key the worker must present as `Authorization: Bearer <key>`.
+    #[arg(long, env = "OZ_LOCAL_CONTROL_PLANE_API_KEY")]
+    api_key: String,
+    /// How many sample tasks to assign once a worker connects.
+    #[arg(long, default_value_t = 1)]
+    tasks: usize,
+    /// Cancel each task this many seconds after assigning it.
+    #[arg(long)]
+    cancel_after: Option<f64>,
+    /// Exit when every task is terminal (0 if none failed, 1 otherwise).
+    #[arg(long)]
+    exit_when_done: bool,
+    /// Sets `docker_image` in the sample assignments.
+    #[arg(long)]
+    docker_image: Option<String>,
+}
+
+/// Where one sample task stands.
+#[derive(Debug, Clone, PartialEq)]
+enum Stage {
+    /// Waiting to be (re-)sent at this instant.
+    Pending(Instant),
+    /// Sent; a cancellation is due at this instant, if any.
+    Assigned(Option<Instant>),
+    /// Terminal; true when it failed.
+    Done(bool),
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let cp = match LocalControlPlane::start(args.listen, args.api_key.clone()).await {
+        Ok(cp) => cp,
+        Err(err) => {
+            eprintln!("cannot listen on {}: {err}", args.listen);
+            return ExitCode::from(2);
+        }
+    };
+    println!("listening url={}", cp.ws_url());
+    let ids: Vec<String> = (1..=args.tasks)
+        .map(|n| format!("local-task-{n}"))
+        .collect();
+    let mut stages: Vec<Stage> = vec![Stage::Pending(Instant::now()); ids.len()];
+    let mut connections = cp.watch_connections();
+    let mut seen_open = BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            changed = connections.changed() => {
+                if changed.is_err() { return ExitCode::FAILURE; }
+                for conn in connections.borrow_and_update().iter() {
+                    if conn.open && seen_open.insert(conn.id) {
+                        let worker = conn.handshake.query_pairs().into_iter()
+                            .find(|(k, _)| k == "worker_id").map(|(_, v)| v).unwrap_or_default();
+                        println!("connected connection={} worker_id={worker}", conn.id);
+                    } else if !conn.open && seen_open.remove(&conn.id) {
+                        println!("disconnected connection={}", conn.id);
+                    }
+                }
+            }
+            received = cp.next_message(Duration::from_secs(3600)) => {
+                if let Some(received) = received {
+                    handle_message(&received.text, received.message, &ids, &mut stages);
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for (n, stage) in stages.iter_mut().enumerate() {
+                    match stage {
+                        Stage::Pending(at) if *at <= now => {
+                            let mut data = sample_assignment(&ids[n]);
+                            if let Some(image) = &args.docker_image {
+                                data["docker_image"] = image.clone().into();
+                            }
+                            if let Ok(conn) = cp.assign(&data) {
+                                println!("assigned task_id={} connection={conn}", ids[n]);
+                                let due = args.cancel_after
+                                    .map(|secs| now + Duration::from_secs_f64(secs.max(0.0)));
+                                *stage = Stage::Assigned(due);
+                            }
+                        }
+                        Stage::Assigned(Some(due))
+                            if *due <= now && cp.cancel(&ids[n]).is_ok() =>
+                        {
+                            println!("cancel-requested task_id={}", ids[n]);
+                            *stage = Stage::Assigned(None);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if args.exit_when_done && stages.iter().all(|s| matches!(s, Stage::Done(_))) {
+            let failed = stages.iter().filter(|s| **s == Stage::Done(true)).count();
+            println!("done tasks={} failed={failed}", stages.len());
+            return if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    }
+}
+
+/// Prints one worker message and advances the task's stage.
+fn handle_message(
+    text: &str,
+    message: Option<WorkerMessage>,
+    ids: &[String],
+    stages: &mut [Stage],
+) {
+    let Some(message) = message else {
+        println!("unrecognised-message bytes={}", text.len());
+        return;
+    };
+    let index = ids.iter().position(|id| id == message.task_id());
+    let mut set = |stage: Stage| {
+        if let Some(n) = index
+            && !matches!(stages[n], Stage::Done(_))
+        {
+            stages[n] = stage;
+        }
+    };
+    match message {
+        WorkerMessage::TaskClaimed { task_id, worker_id } => {
+            println!("claimed task_id={task_id} worker_id={worker_id}");
+        }
+        WorkerMessage::TaskRejected { task_id, reason } => {
+            println!("rejected task_id={task_id} reason={reason:?} (re-sending in 1s)");
+            set(Stage::Pending(Instant::now() + Duration::from_secs(1)));
+        }
+        WorkerMessage::TaskCompleted {
+            task_id,
+            message,
+            task_state,
+        } => {
+            let kind = if task_state.as_deref() == Some(TASK_STATE_CANCELLED) {
+                "cancelled"
+            } else {
+                "completed"
+            };
+            println!("{kind} task_id={task_id} message={message:?}");
+            set(Stage::Done(false));
+        }
+        WorkerMessage::TaskFailed {
+            task_id,
+            message,
+            failure_reason,
+            exit_code,
+        } => {
+            let reason = failure_reason.unwrap_or_default();
+            let code = exit_code.unwrap_or(0);
+            println!(
+                "failed task_id={task_id} reason={reason} exit_code={code} message={message:?}"
+            );
+            set(Stage::Done(true));
+        }
+    }
+}

@@ -22,9 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{
-    ConnectionId, ConnectionInfo, Handshake, Received, SendError, ServerOptions, WS_PATH,
-};
+use super::{ConnectionId, ConnectionInfo, Handshake, Received, SendError, ServerOptions, WS_PATH};
 use crate::adapters::control_plane::protocol::WorkerMessage;
 
 /// What the handle asks a connection task to do.

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::support::logs::capture_logs;
 
 const KEY: &str = "worker-api-key-7f3a";
-const BOUND: Duration = Duration::from_secs(15);
+const BOUND: Duration = Duration::from_secs(30);
+/// Enough 1 MiB reports to overflow the loopback socket buffers of a server that stops reading.
+const N_BIG: usize = 12;
 
 struct Harness {
     cp: LocalControlPlane,
@@ -87,7 +89,8 @@ impl Harness {
     }
 
     async fn connected(&mut self) {
-        self.expect("Connected", |e| *e == ControlEvent::Connected).await;
+        self.expect("Connected", |e| *e == ControlEvent::Connected)
+            .await;
     }
 
     async fn message(&self) -> oz_agent_worker::local::Received {
@@ -122,7 +125,10 @@ async fn handshake_sends_the_path_a_sorted_query_the_bearer_key_and_the_user_age
         handshake.query.as_deref(),
         Some("a=hello+world&worker_id=worker+1&z=9")
     );
-    assert_eq!(handshake.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    assert_eq!(
+        handshake.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
     assert_eq!(
         handshake.header("user-agent"),
         Some(format!("oz-agent-worker/{}", env!("CARGO_PKG_VERSION")).as_str())
@@ -187,9 +193,11 @@ async fn a_report_queued_while_disconnected_is_delivered_on_the_next_connection(
     h.connected().await;
     h.cp.set_reject_handshakes(Some(503));
     h.cp.drop_all_connections();
-    h.expect("Disconnected", |e| *e == ControlEvent::Disconnected).await;
+    h.expect("Disconnected", |e| *e == ControlEvent::Disconnected)
+        .await;
     h.source.report(completed("queued")).unwrap();
-    h.expect("DialFailed", |e| *e == ControlEvent::DialFailed).await;
+    h.expect("DialFailed", |e| *e == ControlEvent::DialFailed)
+        .await;
     assert_eq!(h.source.pending_reports(), 1);
     h.cp.set_reject_handshakes(None);
     h.connected().await;
@@ -209,8 +217,8 @@ async fn a_report_whose_write_failed_is_sent_again_on_the_next_connection() {
     h.connected().await;
     // The server stops reading, so the socket buffers fill and a write times out.
     h.cp.set_answer_pings(false);
-    let big = "x".repeat(4 * 1024 * 1024);
-    for n in 0..16 {
+    let big = "x".repeat(1024 * 1024);
+    for n in 0..N_BIG {
         h.source
             .report(TaskReport::Failed {
                 task_id: id(&format!("big{n}")),
@@ -221,19 +229,30 @@ async fn a_report_whose_write_failed_is_sent_again_on_the_next_connection() {
             .unwrap();
     }
     h.source.report(completed("last")).unwrap();
-    h.expect("Disconnected", |e| *e == ControlEvent::Disconnected).await;
-    assert!(logs.contents().contains("write timed out"), "{}", logs.contents());
+    h.expect("Disconnected", |e| *e == ControlEvent::Disconnected)
+        .await;
+    assert!(
+        logs.contents().contains("write timed out"),
+        "{}",
+        logs.contents()
+    );
     h.connected().await;
     h.cp.set_answer_pings(true);
     let mut seen = Vec::new();
     while !seen.iter().any(|(_, task): &(u64, String)| task == "last") {
         let received = h.message().await;
-        seen.push((received.connection, received.message.unwrap().task_id().to_owned()));
+        seen.push((
+            received.connection,
+            received.message.unwrap().task_id().to_owned(),
+        ));
     }
     // Every report arrived (at least once), and the tail went over the new connection.
-    for n in 0..16 {
+    for n in 0..N_BIG {
         let task = format!("big{n}");
-        assert!(seen.iter().any(|(_, t)| *t == task), "{task} missing from {seen:?}");
+        assert!(
+            seen.iter().any(|(_, t)| *t == task),
+            "{task} missing from {seen:?}"
+        );
     }
     assert_eq!(seen.last().unwrap().0, 2);
     assert!(h.source.flush(BOUND).await);
@@ -244,7 +263,10 @@ async fn every_bad_frame_is_logged_and_ignored_and_the_connection_survives() {
     let (logs, _guard) = capture_logs();
     let mut h = start(|c| c.max_frame_size = 64 * 1024).await;
     h.connected().await;
-    let too_large = format!(r#"{{"type":"task_assignment","data":{{"pad":"{}"}}}}"#, "p".repeat(100_000));
+    let too_large = format!(
+        r#"{{"type":"task_assignment","data":{{"pad":"{}"}}}}"#,
+        "p".repeat(100_000)
+    );
     let frames = [
         ("{not json".to_owned(), "Failed to unmarshal message"),
         (r#"[1]"#.to_owned(), "not a JSON object"),
@@ -265,9 +287,15 @@ async fn every_bad_frame_is_logged_and_ignored_and_the_connection_survives() {
     }
     h.cp.assign(&sample_assignment("after-bad-frames")).unwrap();
     let (_, skipped) = h
-        .expect("Assigned", |e| matches!(e, ControlEvent::Assigned(a) if a.task_id.as_str() == "after-bad-frames"))
+        .expect(
+            "Assigned",
+            |e| matches!(e, ControlEvent::Assigned(a) if a.task_id.as_str() == "after-bad-frames"),
+        )
         .await;
-    assert!(skipped.is_empty(), "bad frames produced events: {skipped:?}");
+    assert!(
+        skipped.is_empty(),
+        "bad frames produced events: {skipped:?}"
+    );
     let text = logs.contents();
     for (_, reason) in &frames {
         assert!(text.contains(reason), "log lacks {reason:?}:\n{text}");
@@ -282,13 +310,17 @@ async fn an_unauthorized_handshake_is_retried_forever_with_growing_delays() {
     let (logs, _guard) = capture_logs();
     let mut h = start(|c| c.api_key = ApiKey::new("wrong-key")).await;
     for _ in 0..4 {
-        h.expect("DialFailed", |e| *e == ControlEvent::DialFailed).await;
+        h.expect("DialFailed", |e| *e == ControlEvent::DialFailed)
+            .await;
     }
     let handshakes = h.cp.wait_handshakes(4, BOUND).await.unwrap();
     assert!(handshakes.iter().all(|hs| hs.status == 401));
     let text = logs.contents();
     assert!(text.contains("401"), "{text}");
-    assert!(text.contains("check WARP_API_KEY / the worker's API key"), "{text}");
+    assert!(
+        text.contains("check WARP_API_KEY / the worker's API key"),
+        "{text}"
+    );
     for delay in ["retrying in 0.1s", "retrying in 0.2s", "retrying in 0.4s"] {
         assert!(text.contains(delay), "log lacks {delay:?}:\n{text}");
     }
@@ -305,7 +337,8 @@ async fn connections_that_die_at_once_are_redialled_with_backoff() {
     cp.set_close_after_accept(true);
     let mut h = start_with(cp, |_| {}).await;
     for _ in 0..4 {
-        h.expect("Disconnected", |e| *e == ControlEvent::Disconnected).await;
+        h.expect("Disconnected", |e| *e == ControlEvent::Disconnected)
+            .await;
     }
     let text = logs.contents();
     for delay in ["waiting 0.1s", "waiting 0.2s", "waiting 0.4s"] {
@@ -322,7 +355,8 @@ async fn a_server_that_stops_answering_pings_is_torn_down_after_pong_wait() {
     .await;
     h.connected().await;
     h.cp.set_answer_pings(false);
-    h.expect("Disconnected", |e| *e == ControlEvent::Disconnected).await;
+    h.expect("Disconnected", |e| *e == ControlEvent::Disconnected)
+        .await;
     h.cp.set_answer_pings(true);
     h.connected().await;
     assert!(h.cp.connections().len() >= 2);
@@ -337,11 +371,10 @@ async fn a_healthy_idle_connection_with_pongs_does_not_time_out() {
     .await;
     h.connected().await;
     // 20 pings span several pong_wait periods.
-    let conns = h
-        .cp
-        .wait_connections(BOUND, |c| c.first().is_some_and(|c| c.pings >= 20))
-        .await
-        .expect("20 pings");
+    let conns =
+        h.cp.wait_connections(BOUND, |c| c.first().is_some_and(|c| c.pings >= 20))
+            .await
+            .expect("20 pings");
     assert_eq!(conns.len(), 1);
     assert!(conns[0].open);
     assert!(h.events.try_recv().is_err(), "unexpected event");
@@ -354,13 +387,15 @@ async fn cancel_sends_close_1000_and_run_returns_ok() {
     h.cancel.cancel();
     let result = tokio::time::timeout(BOUND, h.run).await.unwrap().unwrap();
     assert!(result.is_ok());
-    let conns = h
-        .cp
-        .wait_connections(BOUND, |c| c[0].close_code.is_some())
-        .await
-        .expect("a close frame");
+    let conns =
+        h.cp.wait_connections(BOUND, |c| c[0].close_code.is_some())
+            .await
+            .expect("a close frame");
     assert_eq!(conns[0].close_code, Some(1000));
-    assert!(matches!(h.source.report(completed("late")), Err(SourceError::Closed)));
+    assert!(matches!(
+        h.source.report(completed("late")),
+        Err(SourceError::Closed)
+    ));
 }
 
 #[tokio::test]
@@ -379,11 +414,17 @@ async fn no_api_key_or_env_var_secret_appears_in_debug_logs() {
     bad_env["task_id"] = json!("s2");
     bad_env["env_vars"] = json!({"GITHUB_ACCESS_TOKEN": secret_env, "N": 12345});
     h.cp.assign(&bad_env).unwrap();
-    h.cp.send_raw(format!("{{\"env_vars\":{{\"K\":\"{secret_env}\"}}")).unwrap();
-    h.expect("Assigned", |e| matches!(e, ControlEvent::Assigned(_))).await;
+    h.cp.send_raw(format!("{{\"env_vars\":{{\"K\":\"{secret_env}\"}}"))
+        .unwrap();
+    h.expect("Assigned", |e| matches!(e, ControlEvent::Assigned(_)))
+        .await;
     h.source.report(completed("s1")).unwrap();
     assert!(h.source.flush(BOUND).await);
-    assert!(logs.wait_for("data.env_vars.N", BOUND).await, "{}", logs.contents());
+    assert!(
+        logs.wait_for("data.env_vars.N", BOUND).await,
+        "{}",
+        logs.contents()
+    );
     assert!(logs.wait_for("Failed to unmarshal message", BOUND).await);
     h.cancel.cancel();
     let _ = h.run.await;
@@ -393,4 +434,42 @@ async fn no_api_key_or_env_var_secret_appears_in_debug_logs() {
     assert!(!text.contains(KEY), "API key leaked:\n{text}");
     assert!(!text.contains(secret_env), "env secret leaked:\n{text}");
     assert!(!text.contains("12345"), "env value leaked:\n{text}");
+}
+
+#[tokio::test]
+async fn a_forbidden_handshake_logs_the_credentials_hint() {
+    let (logs, _guard) = capture_logs();
+    let cp = LocalControlPlane::start("127.0.0.1:0".parse().unwrap(), KEY)
+        .await
+        .unwrap();
+    cp.set_reject_handshakes(Some(403));
+    let mut h = start_with(cp, |_| {}).await;
+    h.expect("DialFailed", |e| *e == ControlEvent::DialFailed)
+        .await;
+    let text = logs.contents();
+    assert!(text.contains("403 Forbidden"), "{text}");
+    assert!(text.contains("check WARP_API_KEY"), "{text}");
+    h.cp.set_reject_handshakes(None);
+    h.connected().await;
+}
+
+#[tokio::test]
+async fn cancel_interrupts_the_backoff_sleep() {
+    let cp = LocalControlPlane::start("127.0.0.1:0".parse().unwrap(), KEY)
+        .await
+        .unwrap();
+    cp.set_reject_handshakes(Some(503));
+    let mut h = start_with(cp, |c| {
+        // Far longer than the test's bound: only an interrupted sleep lets `run` return.
+        c.backoff.initial = Duration::from_secs(600);
+        c.backoff.max = Duration::from_secs(600);
+    })
+    .await;
+    h.expect("DialFailed", |e| *e == ControlEvent::DialFailed)
+        .await;
+    h.cancel.cancel();
+    let result = tokio::time::timeout(BOUND, h.run)
+        .await
+        .expect("run returned");
+    assert!(result.unwrap().is_ok());
 }

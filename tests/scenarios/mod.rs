@@ -3,3 +3,4 @@
 mod control_plane;
 mod docker;
 mod kubernetes;
+mod local_control_plane;

@@ -41,10 +41,8 @@ pub(crate) async fn serve(
 ) -> ConnectionEnd {
     let mut outbound = outbox.subscribe();
     let mut read_deadline = Instant::now() + config.pong_wait;
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + config.ping_interval,
-        config.ping_interval,
-    );
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         // Biased: shutdown first, then reads (a pending frame proves liveness before the
@@ -139,7 +137,9 @@ fn inbound_event(frame: &[u8], max_frame_size: usize) -> Option<ControlEvent> {
         }
         Inbound::Rejected(rejection) => {
             match &rejection.task_id {
-                Some(task_id) => warn!(task_id = %task_id, "Ignoring control-plane frame: {rejection}"),
+                Some(task_id) => {
+                    warn!(task_id = %task_id, "Ignoring control-plane frame: {rejection}")
+                }
                 None => warn!("Ignoring control-plane frame: {rejection}"),
             }
             None

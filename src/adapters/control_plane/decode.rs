@@ -174,8 +174,8 @@ fn classify(frame: &[u8], max_frame_size: usize) -> Result<Inbound, Rejection> {
             .ok_or_else(|| with_id(FrameRejection::MissingTaskId { kind }))?;
         return Ok(Inbound::Cancellation(id));
     }
-    let dto: AssignmentData = serde_path_to_error::deserialize(Value::Object(data))
-        .map_err(|err| {
+    let dto: AssignmentData =
+        serde_path_to_error::deserialize(Value::Object(data)).map_err(|err| {
             let path = err.path().to_string();
             with_id(FrameRejection::WrongFieldType {
                 kind,
@@ -212,11 +212,7 @@ pub(crate) fn sanitize(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(prefix) {
             let (found, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, "?"));
-            let found_kind = found
-                .split(['`', '"'])
-                .next()
-                .unwrap_or_default()
-                .trim();
+            let found_kind = found.split(['`', '"']).next().unwrap_or_default().trim();
             return format!("{prefix}{found_kind}, expected {expected}");
         }
     }

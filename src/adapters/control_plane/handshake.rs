@@ -90,7 +90,10 @@ impl fmt::Display for DialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Status(code, reason) => {
-                write!(f, "failed to dial WebSocket: bad handshake: {code} {reason}")
+                write!(
+                    f,
+                    "failed to dial WebSocket: bad handshake: {code} {reason}"
+                )
             }
             Self::Timeout => f.write_str("failed to dial WebSocket: handshake timed out"),
             Self::Other(err) => write!(f, "failed to dial WebSocket: {err}"),

@@ -496,10 +496,7 @@ impl WorkerMessage {
 
     /// True for `task_completed` and `task_failed`.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            Self::TaskCompleted { .. } | Self::TaskFailed { .. }
-        )
+        matches!(self, Self::TaskCompleted { .. } | Self::TaskFailed { .. })
     }
 }
 

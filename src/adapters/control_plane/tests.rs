@@ -184,7 +184,10 @@ fn a_full_assignment_decodes_every_field() {
     assert_eq!(cfg.harness_type.as_deref(), Some("claude"));
     assert_eq!(cfg.claude_auth_secret_name.as_deref(), Some("sec"));
     let aws = cfg.aws_inference.as_ref().unwrap();
-    assert_eq!((aws.role_arn.as_str(), aws.region.as_str()), ("arn:r", "us-east-1"));
+    assert_eq!(
+        (aws.role_arn.as_str(), aws.region.as_str()),
+        ("arn:r", "us-east-1")
+    );
     assert_eq!(cfg.public_access.as_deref(), Some("VIEWER"));
     assert_eq!(cfg.snapshot_disabled, Some(true));
     assert_eq!(cfg.snapshot_upload_timeout_secs, Some(30));
@@ -211,7 +214,10 @@ fn a_minimal_assignment_with_lower_case_owner_and_nulls_decodes() {
     };
     assert_eq!(a.task.owner.unwrap().kind, OwnerType::User);
     assert_eq!(a.task.created_at, None);
-    assert_eq!(a.task.agent_config.unwrap().harness_type.as_deref(), Some(""));
+    assert_eq!(
+        a.task.agent_config.unwrap().harness_type.as_deref(),
+        Some("")
+    );
     assert!(a.env_vars.is_empty());
     assert_eq!(a.instance_shape, None);
     assert_eq!(a.task.id, "");
@@ -220,17 +226,17 @@ fn a_minimal_assignment_with_lower_case_owner_and_nulls_decodes() {
 #[test]
 fn a_cancellation_decodes() {
     let frame = br#"{"type":"task_cancellation","data":{"task_id":"t5"}}"#;
-    assert_eq!(
-        decode_frame(frame, LIMIT),
-        Inbound::Cancellation(id("t5"))
-    );
+    assert_eq!(decode_frame(frame, LIMIT), Inbound::Cancellation(id("t5")));
 }
 
 #[test]
 fn binary_json_is_decoded_like_text() {
     // The connection hands binary frames to the same decoder.
     let frame = br#"{"type":"task_cancellation","data":{"task_id":"b"}}"#.to_vec();
-    assert!(matches!(decode_frame(&frame, LIMIT), Inbound::Cancellation(_)));
+    assert!(matches!(
+        decode_frame(&frame, LIMIT),
+        Inbound::Cancellation(_)
+    ));
 }
 
 #[test]
@@ -275,7 +281,12 @@ fn every_bad_frame_gets_a_specific_reason() {
             "frame {:?}: {text:?} lacks {expected:?}",
             String::from_utf8_lossy(frame)
         );
-        assert_eq!(got_id.as_deref(), task_id, "frame {:?}", String::from_utf8_lossy(frame));
+        assert_eq!(
+            got_id.as_deref(),
+            task_id,
+            "frame {:?}",
+            String::from_utf8_lossy(frame)
+        );
     }
 }
 
@@ -366,7 +377,10 @@ fn invalid_backoff_settings_are_named() {
         Backoff::new(config).unwrap_err()
     };
     assert_eq!(bad(|c| c.initial = Duration::ZERO), InvalidBackoff::Initial);
-    assert_eq!(bad(|c| c.initial = Duration::from_secs(120)), InvalidBackoff::Initial);
+    assert_eq!(
+        bad(|c| c.initial = Duration::from_secs(120)),
+        InvalidBackoff::Initial
+    );
     assert_eq!(bad(|c| c.factor = 0.5), InvalidBackoff::Factor);
     assert_eq!(bad(|c| c.factor = f64::NAN), InvalidBackoff::Factor);
     assert_eq!(bad(|c| c.jitter = 1.0), InvalidBackoff::Jitter);
@@ -385,8 +399,16 @@ fn worker_id_is_merged_into_a_sorted_form_encoded_query() {
         "my worker",
         "wss://h/p?a=x+y&worker_id=my+worker&z=1",
     );
-    check("ws://h/p?b=2&a=1&b=1", "w", "ws://h/p?a=1&b=2&b=1&worker_id=w");
-    check("ws://h/p?k=a*b~c", "é&=", "ws://h/p?k=a%2Ab~c&worker_id=%C3%A9%26%3D");
+    check(
+        "ws://h/p?b=2&a=1&b=1",
+        "w",
+        "ws://h/p?a=1&b=2&b=1&worker_id=w",
+    );
+    check(
+        "ws://h/p?k=a*b~c",
+        "é&=",
+        "ws://h/p?k=a%2Ab~c&worker_id=%C3%A9%26%3D",
+    );
 }
 
 #[test]
@@ -395,5 +417,8 @@ fn only_ws_and_wss_urls_are_accepted() {
         worker_url("https://h/p", "w"),
         Err(UrlError::Scheme("https".into()))
     );
-    assert!(matches!(worker_url("not a url", "w"), Err(UrlError::Invalid(_))));
+    assert!(matches!(
+        worker_url("not a url", "w"),
+        Err(UrlError::Invalid(_))
+    ));
 }
