@@ -4,7 +4,7 @@
 //! (config, wiring, the supervisor loop, shutdown) and `adapters` (WebSocket, backends,
 //! OpenTelemetry, fakes).
 
+pub mod adapters;
+pub mod app;
 pub mod domain;
 pub mod ports;
-pub mod app;
-pub mod adapters;

@@ -5,5 +5,5 @@ pub mod command;
 pub mod docker;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
-pub mod kubernetes;
 pub mod host;
+pub mod kubernetes;

@@ -1,1 +1,3 @@
 //! End-to-end scenarios: the daemon against a local control plane.
+
+mod direct;
