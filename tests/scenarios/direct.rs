@@ -530,3 +530,52 @@ async fn shutdown_kills_live_groups_and_removes_only_its_own_workspaces() {
         "entries this worker did not create are left alone"
     );
 }
+
+#[tokio::test]
+async fn teardown_still_runs_after_cancellation() {
+    let mut d = Direct::new();
+    let marker = d.path("teardown-ran");
+    d.config.teardown_command = Some(format!("echo \"$OZ_RUN_ID\" > {}", marker.display()));
+    let executor = d.executor();
+    let mut spec = d.spec("t-cancel-teardown", &[], &[]);
+    spec.env.push("OZ_STANDIN_SLEEP", "forever");
+    let token = CancellationToken::new();
+    let task = {
+        let (executor, spec, token) = (executor.clone(), spec.clone(), token.clone());
+        tokio::spawn(async move { executor.run(&spec, token).await })
+    };
+    standin::wait_for_pid(&d.report("t-cancel-teardown")).await;
+    token.cancel();
+    let outcome = tokio::time::timeout(PROCESS_BOUND, task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Ok(Exit::Cancelled));
+    assert_eq!(lines(&marker), ["t-cancel-teardown"]);
+    assert!(!d.workspace("t-cancel-teardown").exists());
+}
+
+#[tokio::test]
+async fn a_hung_teardown_after_cancellation_is_stopped_and_never_fails_the_task() {
+    let mut d = Direct::new();
+    let pid_file = d.path("teardown.pid");
+    d.config.teardown_command = Some(format!("echo $$ > {}; exec sleep 3600", pid_file.display()));
+    let executor = d.executor();
+    let mut spec = d.spec("t-hung-teardown", &[], &[]);
+    spec.env.push("OZ_STANDIN_SLEEP", "forever");
+    let token = CancellationToken::new();
+    let task = {
+        let (executor, spec, token) = (executor.clone(), spec.clone(), token.clone());
+        tokio::spawn(async move { executor.run(&spec, token).await })
+    };
+    standin::wait_for_pid(&d.report("t-hung-teardown")).await;
+    token.cancel();
+    let bound = oz_agent_worker::adapters::host::TEARDOWN_AFTER_CANCEL
+        + oz_agent_worker::adapters::host::TEARDOWN_KILL_GRACE
+        + PROCESS_BOUND;
+    let outcome = tokio::time::timeout(bound, task).await.unwrap().unwrap();
+    assert_eq!(outcome, Ok(Exit::Cancelled));
+    let pid: i32 = lines(&pid_file)[0].parse().unwrap();
+    assert!(!alive(pid), "the teardown was stopped");
+    assert!(!d.workspace("t-hung-teardown").exists());
+}

@@ -63,7 +63,7 @@ pub enum HostError {
 ///   so an escaped grandchild holding them cannot hang the task.
 /// * **Teardown after cancellation.** The reference skips teardown once the task was
 ///   cancelled (it ran under the cancelled context). Here teardown still runs after a
-///   cancellation or shutdown, bounded to [`TEARDOWN_AFTER_CANCEL`](super::run::TEARDOWN_AFTER_CANCEL);
+///   cancellation or shutdown, bounded to [`TEARDOWN_AFTER_CANCEL`](super::TEARDOWN_AFTER_CANCEL);
 ///   in normal runs it is stopped only if the task is cancelled meanwhile (then with the same
 ///   bound). Teardown failures never fail the task.
 /// * **No-cleanup.** As in the reference, `--no-cleanup` in per-task mode keeps the workspace
