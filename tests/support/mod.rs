@@ -19,4 +19,5 @@ pub fn require(what: &str, available: bool) -> bool {
     false
 }
 
+pub mod direct;
 pub mod standin;
