@@ -16,16 +16,24 @@ use tokio_util::sync::CancellationToken;
 
 const RUNS: usize = 40;
 const CANCELS: usize = 10;
+/// Iterations when run by `cargo test --all-targets` (no `--bench` argument): a smoke run.
+const SMOKE: usize = 2;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(bench());
+    let full = std::env::args().any(|a| a == "--bench");
+    let (runs, cancels) = if full {
+        (RUNS, CANCELS)
+    } else {
+        (SMOKE, SMOKE)
+    };
+    runtime.block_on(bench(runs, cancels));
 }
 
-async fn bench() {
+async fn bench(runs: usize, cancels: usize) {
     let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/oz-standin");
     let root = tempfile::TempDir::new().expect("temp dir");
     let config = DirectConfig {
@@ -41,7 +49,7 @@ async fn bench() {
     let executor = HostExecutor::with_host_env(&config, host).expect("preflight");
 
     let mut direct = Vec::new();
-    for _ in 0..RUNS {
+    for _ in 0..runs {
         let start = Instant::now();
         let status = tokio::process::Command::new(&standin)
             .args(["agent", "run"])
@@ -54,7 +62,7 @@ async fn bench() {
     }
 
     let mut through_executor = Vec::new();
-    for i in 0..RUNS {
+    for i in 0..runs {
         let spec = spec(&format!("bench-{i}"), &[]);
         let start = Instant::now();
         let outcome = executor.run(&spec, CancellationToken::new()).await;
@@ -63,7 +71,7 @@ async fn bench() {
     }
 
     let mut cancel_latency = Vec::new();
-    for i in 0..CANCELS {
+    for i in 0..cancels {
         let report = root.path().join(format!("cancel-{i}.report"));
         let spec = spec(
             &format!("cancel-{i}"),
