@@ -109,7 +109,10 @@ pub async fn already_cancelled_token_runs_nothing(h: &impl Harness) {
     let outcome = tokio::time::timeout(CANCEL_BOUND, h.executor().run(&spec, token)).await;
     assert_eq!(outcome.expect("returns at once"), Ok(Exit::Cancelled));
     assert!(h.seen_env_names("contract-precancel").is_empty());
-    assert_eq!(h.leftovers("contract-precancel").await, Vec::<String>::new());
+    assert_eq!(
+        h.leftovers("contract-precancel").await,
+        Vec::<String>::new()
+    );
 }
 
 /// A bad spec is an `Err` with a specific reason.
@@ -146,7 +149,10 @@ pub async fn env_reaches_the_workload_but_not_the_worker_key(h: &impl Harness) {
     assert_eq!(outcome, Ok(Exit::Succeeded));
     let names = h.seen_env_names("contract-env");
     for expected in ["CONTRACT_VAR", "TASK_ID", "GIT_TERMINAL_PROMPT"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
     assert!(!names.iter().any(|n| n == "WARP_API_KEY"), "{names:?}");
 }

@@ -24,7 +24,8 @@ impl Harness for FakeHarness {
             Workload::ExitsWith(code) => Script::exits_after(std::time::Duration::ZERO, code),
             Workload::Hangs => Script::hangs_until_cancelled(),
         };
-        self.fake.script(&TaskId::parse(id).expect("non-empty"), script);
+        self.fake
+            .script(&TaskId::parse(id).expect("non-empty"), script);
         base_spec(id, env)
     }
 

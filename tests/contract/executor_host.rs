@@ -90,13 +90,17 @@ impl Harness for HostHarness {
     }
 
     async fn leftovers(&self, id: &str) -> Vec<String> {
-        let mut left: Vec<String> = standin::wait_all_dead(&standin::reported_pids(&self.report(id)))
-            .await
-            .into_iter()
-            .map(|pid| format!("process {pid} still alive"))
-            .collect();
+        let mut left: Vec<String> =
+            standin::wait_all_dead(&standin::reported_pids(&self.report(id)))
+                .await
+                .into_iter()
+                .map(|pid| format!("process {pid} still alive"))
+                .collect();
         if self.workspace(id).exists() {
-            left.push(format!("workspace {} still exists", self.workspace(id).display()));
+            left.push(format!(
+                "workspace {} still exists",
+                self.workspace(id).display()
+            ));
         }
         left
     }

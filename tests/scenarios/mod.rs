@@ -4,3 +4,5 @@ mod control_plane;
 mod docker;
 mod kubernetes;
 mod local_control_plane;
+mod direct;
+mod direct_processes;

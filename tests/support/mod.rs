@@ -23,6 +23,7 @@ pub fn require(what: &str, available: bool) -> bool {
 }
 
 pub mod logs;
+pub mod direct;
 pub mod standin;
 pub mod docker;
 pub mod kubernetes;

@@ -72,7 +72,12 @@ pub async fn wait_for_pid(report: &Path) -> i32 {
     };
     tokio::time::timeout(PROCESS_BOUND, poll)
         .await
-        .unwrap_or_else(|_| panic!("the stand-in never reported its pid in {}", report.display()))
+        .unwrap_or_else(|_| {
+            panic!(
+                "the stand-in never reported its pid in {}",
+                report.display()
+            )
+        })
 }
 
 /// True while `pid` exists and is not a zombie.

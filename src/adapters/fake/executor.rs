@@ -276,10 +276,7 @@ async fn play(script: Script, cancel: &CancellationToken) -> Result<Exit, TaskFa
 
 /// The Direct backend's rule for a task id usable as a directory name.
 fn is_safe_path_component(task_id: &str) -> bool {
-    !task_id.is_empty()
-        && task_id != "."
-        && task_id != ".."
-        && !task_id.contains(['/', '\\', '\0'])
+    !task_id.is_empty() && task_id != "." && task_id != ".." && !task_id.contains(['/', '\\', '\0'])
 }
 
 #[cfg(test)]
@@ -305,7 +302,8 @@ mod tests {
             let (fake, token) = (fake.clone(), token.clone());
             tokio::spawn(async move { fake.run(&spec("hang"), token).await })
         };
-        fake.wait_until_running(&TaskId::parse("hang").unwrap()).await;
+        fake.wait_until_running(&TaskId::parse("hang").unwrap())
+            .await;
         token.cancel();
         assert_eq!(run.await.unwrap(), Ok(Exit::Cancelled));
         assert_eq!(fake.cancelled(), [TaskId::parse("hang").unwrap()]);

@@ -85,7 +85,11 @@ pub(crate) fn task_env(
 
 /// Merges the pairs the setup command wrote over the task env, then re-applies
 /// `GIT_CONFIG_GLOBAL` so setup cannot override it (spec §3.2 step 7, #77).
-pub(crate) fn merge_env_file(task: &EnvList, from_file: Vec<(String, String)>, git_config: &Path) -> EnvList {
+pub(crate) fn merge_env_file(
+    task: &EnvList,
+    from_file: Vec<(String, String)>,
+    git_config: &Path,
+) -> EnvList {
     let mut env = task.clone();
     env.overlay(&from_file.into_iter().collect());
     env.push("GIT_CONFIG_GLOBAL", git_config.to_string_lossy());
@@ -114,7 +118,11 @@ pub(crate) fn setup_env(host: &HostEnv, task: &EnvList, oz: &EnvList) -> Vec<(Os
 
 /// Teardown: the full host env plus only `OZ_WORKSPACE_ROOT`, `GIT_CONFIG_GLOBAL`,
 /// `OZ_WORKER_BACKEND` and `OZ_RUN_ID` (no task env, no env file).
-pub(crate) fn teardown_env(host: &HostEnv, oz: &EnvList, git_config: &Path) -> Vec<(OsString, OsString)> {
+pub(crate) fn teardown_env(
+    host: &HostEnv,
+    oz: &EnvList,
+    git_config: &Path,
+) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = host.0.clone();
     env.extend(pairs(oz));
     env.push(("GIT_CONFIG_GLOBAL".into(), git_config.into()));

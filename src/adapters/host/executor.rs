@@ -57,12 +57,13 @@ pub enum HostError {
 ///   the `run` future is dropped.
 /// * **Captured output.** stdout/stderr are piped, forwarded line by line to the worker's
 ///   stderr (prefixed `[oz task <id> <step>] `) and the last ~2 KiB kept. Failure messages end
-///   with `; last output: <tail>`. Every task env value (4+ characters) and the worker's
+///   with `; last output: <tail>`. Every task env value of 4+ characters (except the
+///   worker-derived, non-secret ones in [`NOT_REDACTED`](super::NOT_REDACTED)) and the worker's
 ///   `WARP_API_KEY` are replaced by `***` in both. Draining the pipes after an exit is bounded,
 ///   so an escaped grandchild holding them cannot hang the task.
 /// * **Teardown after cancellation.** The reference skips teardown once the task was
 ///   cancelled (it ran under the cancelled context). Here teardown still runs after a
-///   cancellation or shutdown, bounded to [`TEARDOWN_AFTER_CANCEL`](super::run::TEARDOWN_AFTER_CANCEL);
+///   cancellation or shutdown, bounded to [`TEARDOWN_AFTER_CANCEL`](super::TEARDOWN_AFTER_CANCEL);
 ///   in normal runs it is stopped only if the task is cancelled meanwhile (then with the same
 ///   bound). Teardown failures never fail the task.
 /// * **No-cleanup.** As in the reference, `--no-cleanup` in per-task mode keeps the workspace

@@ -17,4 +17,4 @@ mod tests;
 pub use config::DirectConfig;
 pub use environment::{AGENT_HOST_VARS, API_KEY_VAR, BACKEND_NAME, HostEnv};
 pub use executor::{HostError, HostExecutor};
-pub use run::{TEARDOWN_AFTER_CANCEL, TEARDOWN_KILL_GRACE};
+pub use run::{NOT_REDACTED, TEARDOWN_AFTER_CANCEL, TEARDOWN_KILL_GRACE};

@@ -91,7 +91,12 @@ impl OutputSink {
     /// The last output, at most [`TAIL_BYTES`] bytes, already redacted; empty when the process
     /// printed nothing.
     pub(crate) fn tail(&self) -> String {
-        let joined = self.tail.iter().map(String::as_str).collect::<Vec<_>>().join("\n");
+        let joined = self
+            .tail
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n");
         let joined = joined.trim();
         if joined.len() <= TAIL_BYTES {
             return joined.to_owned();

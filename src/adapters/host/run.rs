@@ -36,9 +36,12 @@ pub(super) async fn run_task(
     }
     let config = &inner.config;
     let task_id = spec.task_id.as_str();
-    let mut workspace =
-        Workspace::prepare(task_id, &config.workspace_root, config.target_dir.as_deref())
-            .map_err(|e| TaskFailure::backend(FailureReason::WorkspaceSetup, e.to_string()))?;
+    let mut workspace = Workspace::prepare(
+        task_id,
+        &config.workspace_root,
+        config.target_dir.as_deref(),
+    )
+    .map_err(|e| TaskFailure::backend(FailureReason::WorkspaceSetup, e.to_string()))?;
     if !workspace.shared {
         inner.hold_workspace(&workspace.dir);
     }
@@ -56,13 +59,22 @@ async fn execute(
 ) -> Result<Exit, TaskFailure> {
     let config = &inner.config;
     let task_id = spec.task_id.as_str();
-    let task_env = environment::task_env(spec, &config.environment, &workspace.dir, &workspace.git_config);
+    let task_env = environment::task_env(
+        spec,
+        &config.environment,
+        &workspace.dir,
+        &workspace.git_config,
+    );
 
     if let Some(setup) = &config.setup_command {
         let oz_vars = environment::oz_vars(task_id, &workspace.dir, workspace.env_file_path());
         let env = environment::setup_env(&inner.host_env, &task_env, &oz_vars);
         let redactor = redactor(inner, &task_env);
-        let mut sink = OutputSink::new(format!("[oz task {task_id} setup] "), redactor.clone(), true);
+        let mut sink = OutputSink::new(
+            format!("[oz task {task_id} setup] "),
+            redactor.clone(),
+            true,
+        );
         let outcome = run_in_group(
             shell(setup, &workspace.dir, env),
             cancel,
@@ -78,7 +90,9 @@ async fn execute(
                     redactor.redact(&format!("setup command failed: {error}")),
                 ));
             }
-            Ok(ProcessOutcome { cancelled: true, .. }) => return Ok(Exit::Cancelled),
+            Ok(ProcessOutcome {
+                cancelled: true, ..
+            }) => return Ok(Exit::Cancelled),
             Ok(ProcessOutcome { status, .. }) if !status.success() => {
                 let (code, text) = describe(status);
                 return Err(failure(
@@ -104,7 +118,11 @@ async fn execute(
         .current_dir(&workspace.dir)
         .env_clear()
         .envs(environment::agent_env(&inner.host_env, &task_env));
-    let mut sink = OutputSink::new(format!("[oz task {task_id} agent] "), redactor.clone(), true);
+    let mut sink = OutputSink::new(
+        format!("[oz task {task_id} agent] "),
+        redactor.clone(),
+        true,
+    );
     match run_in_group(command, cancel, config.kill_grace, &mut sink, &inner.groups).await {
         Err(error) => Err(TaskFailure::backend(
             FailureReason::AgentInvocation,
@@ -113,7 +131,9 @@ async fn execute(
                 inner.oz.display()
             )),
         )),
-        Ok(ProcessOutcome { cancelled: true, .. }) => Ok(Exit::Cancelled),
+        Ok(ProcessOutcome {
+            cancelled: true, ..
+        }) => Ok(Exit::Cancelled),
         Ok(ProcessOutcome { status, .. }) if status.success() => Ok(Exit::Succeeded),
         Ok(ProcessOutcome { status, .. }) => {
             let (code, text) = describe(status);
@@ -144,7 +164,12 @@ fn with_env_file(task_id: &str, task_env: &EnvList, workspace: &Workspace) -> En
 }
 
 /// Spec §3.4: env file, then teardown and workspace removal, then the temp git-config dir.
-async fn cleanup(inner: &Inner, task_id: &str, workspace: &mut Workspace, cancel: &CancellationToken) {
+async fn cleanup(
+    inner: &Inner,
+    task_id: &str,
+    workspace: &mut Workspace,
+    cancel: &CancellationToken,
+) {
     let config = &inner.config;
     if let Err(error) = workspace.remove_env_file() {
         tracing::warn!(task_id, %error, operation = "remove_env_file", "cleanup.failed");
@@ -179,7 +204,11 @@ async fn run_teardown(
     let oz_vars = environment::oz_vars(task_id, &workspace.dir, None);
     let env = environment::teardown_env(&inner.host_env, &oz_vars, &workspace.git_config);
     let redactor = redactor(inner, &EnvList::new());
-    let mut sink = OutputSink::new(format!("[oz task {task_id} teardown] "), redactor.clone(), true);
+    let mut sink = OutputSink::new(
+        format!("[oz task {task_id} teardown] "),
+        redactor.clone(),
+        true,
+    );
     let stop = CancellationToken::new();
     let deadline = async {
         cancel.cancelled().await;
@@ -216,14 +245,32 @@ async fn run_teardown(
     tracing::warn!(task_id, error = %redactor.redact(&error), operation = "teardown", "cleanup.failed");
 }
 
-/// Secrets to mask: every task env value and the worker's own API key.
+/// Task env variables whose values the worker itself derives and which are not secret (the
+/// task id, fixed flags, the server URL, workspace paths): masking them would only blur the
+/// output.
+pub const NOT_REDACTED: [&str; 7] = [
+    "TASK_ID",
+    "GIT_TERMINAL_PROMPT",
+    "GH_PROMPT_DISABLED",
+    "WARP_SERVER_ROOT_URL",
+    "GIT_CONFIG_GLOBAL",
+    "CLAUDE_CONFIG_DIR",
+    "CODEX_HOME",
+];
+
+/// Secrets to mask: every task env value (except [`NOT_REDACTED`] ones) and the worker's own
+/// API key.
 fn redactor(inner: &Inner, task_env: &EnvList) -> Redactor {
     let api_key = inner
         .host_env
         .get(API_KEY_VAR)
         .and_then(|v| v.to_str())
         .unwrap_or_default();
-    Redactor::new(task_env.iter().map(|(_, v)| v).chain([api_key]))
+    let secrets = task_env
+        .iter()
+        .filter(|(k, _)| !NOT_REDACTED.contains(k))
+        .map(|(_, v)| v);
+    Redactor::new(secrets.chain([api_key]))
 }
 
 fn failure(
@@ -248,6 +295,11 @@ fn failure(
 
 fn shell(script: &str, cwd: &Path, env: Vec<(OsString, OsString)>) -> Command {
     let mut command = Command::new("/bin/sh");
-    command.arg("-c").arg(script).current_dir(cwd).env_clear().envs(env);
+    command
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env);
     command
 }

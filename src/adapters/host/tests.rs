@@ -109,7 +109,11 @@ fn exit_status_text_and_code() {
     check(2 << 8, Some(2), "exit status 2");
     check(15, Some(143), "signal: terminated");
     check(9, Some(137), "signal: killed");
-    check(11 | 0x80, Some(139), "signal: segmentation fault (core dumped)");
+    check(
+        11 | 0x80,
+        Some(139),
+        "signal: segmentation fault (core dumped)",
+    );
 }
 
 fn spec_with_harness(harness: Option<&str>) -> crate::domain::TaskSpec {
@@ -161,7 +165,11 @@ fn agent_gets_only_home_tmpdir_path_from_the_host() {
     task.push("PATH", "/task/bin");
     let env = environment::agent_env(&host, &task);
     let names: Vec<_> = env.iter().map(|(k, _)| k.to_str().unwrap()).collect();
-    assert_eq!(names, ["HOME", "PATH", "PATH"], "task PATH comes last and wins");
+    assert_eq!(
+        names,
+        ["HOME", "PATH", "PATH"],
+        "task PATH comes last and wins"
+    );
     let setup = environment::setup_env(&host, &task, &EnvList::new());
     assert!(setup.iter().any(|(k, _)| k == "WARP_API_KEY"));
 }

@@ -95,7 +95,9 @@ impl Workspace {
             None => {
                 let dir = workspace_root.join(task_id);
                 create_private_dir(&dir)
-                    .and_then(|()| fs::set_permissions(&dir, Permissions::from_mode(WORKSPACE_MODE)))
+                    .and_then(|()| {
+                        fs::set_permissions(&dir, Permissions::from_mode(WORKSPACE_MODE))
+                    })
                     .map_err(|source| WorkspaceError::Io {
                         what: "cannot create workspace",
                         path: dir.clone(),
