@@ -1,0 +1,173 @@
+//! Wiring: turns a validated [`Config`] into adapters and the [`Supervisor`], and runs them.
+//! This is the only place that names every adapter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::adapters::command::CommandExecutor;
+use crate::adapters::control_plane::{WsConfig, WsTaskSource};
+use crate::adapters::docker::DockerExecutor;
+use crate::adapters::host::HostExecutor;
+use crate::adapters::kubernetes::KubernetesExecutor;
+use crate::adapters::otel::{HealthServer, ServiceInfo, WorkerMetrics};
+use crate::adapters::system_clock::SystemClock;
+use crate::app::config::{Backend, Config};
+use crate::app::supervisor::{ShutdownDeadlines, Stopped, Supervisor, SupervisorSettings};
+use crate::domain::argv::ArgvSettings;
+use crate::domain::{ConcurrencyPolicy, SpecSettings};
+use crate::ports::{ControlEvent, Executor, Ports, Readiness, TaskSource};
+
+/// The crate version, reported in metrics and the User-Agent.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Bound on the control-plane source's own shutdown (its close frame is bounded at 10 s).
+const SOURCE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Capacity of the control-plane event channel.
+const EVENT_CHANNEL_CAPACITY: usize = 1024;
+
+/// A wired worker, ready to run.
+pub struct App {
+    supervisor: Supervisor,
+    source: Arc<dyn TaskSource>,
+    metrics: WorkerMetrics,
+    health: Option<HealthServer>,
+}
+
+/// Builds the worker: metrics, the backend (its construction is the preflight), the
+/// control-plane source and the supervisor. `env` is the process environment seam (read only
+/// for the standard `OTEL_*` variables).
+///
+/// # Errors
+/// A failed backend preflight, an unusable WebSocket URL, or a health listener that cannot bind.
+pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<App> {
+    info!(
+        version = VERSION,
+        worker_id = %config.worker_id,
+        backend = config.backend.name(),
+        max_concurrent_tasks = config.max_concurrent_tasks,
+        "Starting oz-agent-worker"
+    );
+    let readiness = Readiness::default();
+    let service = ServiceInfo {
+        version: VERSION.to_owned(),
+        backend: config.backend.name().to_owned(),
+        worker_id: config.worker_id.clone(),
+    };
+    let metrics = WorkerMetrics::init(
+        env,
+        service,
+        config.max_concurrent_tasks,
+        readiness.clone(),
+    );
+    let health = match config.health_listen {
+        Some(addr) => {
+            let server = HealthServer::bind(addr, readiness.clone())
+                .with_context(|| format!("cannot serve /healthz and /readyz on {addr}"))?;
+            info!("Serving /healthz and /readyz on {}", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
+
+    info!("Preparing the {} backend", config.backend.name());
+    let executor = build_executor(&config.backend)
+        .await
+        .context("Failed to create worker")?;
+    readiness.set_backend_ready(true);
+
+    let ws = WsConfig::new(
+        config.web_socket_url.clone(),
+        config.worker_id.clone(),
+        config.api_key.clone(),
+    );
+    let source: Arc<dyn TaskSource> =
+        Arc::new(WsTaskSource::new(ws).context("invalid --web-socket-url")?);
+
+    let settings = SupervisorSettings {
+        worker_id: config.worker_id.clone(),
+        policy: ConcurrencyPolicy::from_configured(config.max_concurrent_tasks),
+        spec: spec_settings(config),
+        deadlines: ShutdownDeadlines::default(),
+    };
+    let ports = Ports {
+        source: source.clone(),
+        executor,
+        clock: Arc::new(SystemClock),
+        metrics: Arc::new(metrics.clone()),
+    };
+    Ok(App {
+        supervisor: Supervisor::new(ports, settings, readiness),
+        source,
+        metrics,
+        health,
+    })
+}
+
+async fn build_executor(backend: &Backend) -> anyhow::Result<Arc<dyn Executor>> {
+    Ok(match backend {
+        Backend::Docker(config) => Arc::new(DockerExecutor::connect(config.clone()).await?),
+        Backend::Kubernetes(config) => Arc::new(KubernetesExecutor::connect(config).await?),
+        Backend::Direct(config) => Arc::new(HostExecutor::from_config(config)?),
+        Backend::Command(config) => Arc::new(CommandExecutor::from_config(config)?),
+    })
+}
+
+/// The settings that shape every task spec, from the worker config.
+pub fn spec_settings(config: &Config) -> SpecSettings {
+    let argv = ArgvSettings {
+        server_root_url: config.server_root_url.clone(),
+        idle_on_complete: config.idle_on_complete.clone(),
+        session_sharing_server_url: config.session_sharing_server_url.clone(),
+    };
+    match &config.backend {
+        Backend::Kubernetes(kube) => SpecSettings {
+            argv,
+            default_image: kube.default_image.clone(),
+            sidecar_image_override: kube.sidecar_image.clone(),
+            coding_cli_sidecars: kube.coding_cli_sidecars.clone(),
+        },
+        _ => SpecSettings {
+            argv,
+            ..SpecSettings::default()
+        },
+    }
+}
+
+impl App {
+    /// Runs until `shutdown` fires (then shuts down in order: tasks, reports, backend,
+    /// connection, metrics) or the control-plane source fails.
+    ///
+    /// # Errors
+    /// When the control-plane source stopped on its own (e.g. a fatal error).
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (events, receiver) = mpsc::channel::<ControlEvent>(EVENT_CHANNEL_CAPACITY);
+        let source_token = CancellationToken::new();
+        let source_task = {
+            let source = self.source.clone();
+            let token = source_token.clone();
+            tokio::spawn(async move { source.run(events, token).await })
+        };
+        let stopped = self.supervisor.run(receiver, shutdown).await;
+        source_token.cancel();
+        let source_result = tokio::time::timeout(SOURCE_STOP_TIMEOUT, source_task).await;
+        self.metrics.shutdown().await;
+        if let Some(health) = &self.health {
+            health.stop();
+        }
+        info!("Worker shutdown complete");
+        match (stopped, source_result) {
+            (Stopped::Shutdown, _) => Ok(()),
+            (Stopped::SourceEnded, Ok(Ok(Err(err)))) => Err(err).context("control-plane connection failed"),
+            (Stopped::SourceEnded, _) => {
+                error!("control-plane connection ended unexpectedly");
+                anyhow::bail!("control-plane connection ended unexpectedly")
+            }
+        }
+    }
+}
