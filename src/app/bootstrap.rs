@@ -59,12 +59,7 @@ pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> any
         backend: config.backend.name().to_owned(),
         worker_id: config.worker_id.clone(),
     };
-    let metrics = WorkerMetrics::init(
-        env,
-        service,
-        config.max_concurrent_tasks,
-        readiness.clone(),
-    );
+    let metrics = WorkerMetrics::init(env, service, config.max_concurrent_tasks, readiness.clone());
     let health = match config.health_listen {
         Some(addr) => {
             let server = HealthServer::bind(addr, readiness.clone())
@@ -163,7 +158,9 @@ impl App {
         info!("Worker shutdown complete");
         match (stopped, source_result) {
             (Stopped::Shutdown, _) => Ok(()),
-            (Stopped::SourceEnded, Ok(Ok(Err(err)))) => Err(err).context("control-plane connection failed"),
+            (Stopped::SourceEnded, Ok(Ok(Err(err)))) => {
+                Err(err).context("control-plane connection failed")
+            }
             (Stopped::SourceEnded, _) => {
                 error!("control-plane connection ended unexpectedly");
                 anyhow::bail!("control-plane connection ended unexpectedly")

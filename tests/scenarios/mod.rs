@@ -1,8 +1,9 @@
 //! End-to-end scenarios: the daemon against a local control plane.
 
 mod control_plane;
+mod daemon;
+mod direct;
+mod direct_processes;
 mod docker;
 mod kubernetes;
 mod local_control_plane;
-mod direct;
-mod direct_processes;

@@ -22,8 +22,9 @@ pub fn require(what: &str, available: bool) -> bool {
     false
 }
 
-pub mod logs;
+pub mod daemon;
 pub mod direct;
-pub mod standin;
 pub mod docker;
 pub mod kubernetes;
+pub mod logs;
+pub mod standin;

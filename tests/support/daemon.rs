@@ -1,0 +1,116 @@
+//! Runs the real worker daemon in-process (config → bootstrap → run) on the Direct backend
+//! with the stand-in `oz`, against a local control plane on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use oz_agent_worker::app::bootstrap;
+use oz_agent_worker::app::config::{self, Invocation};
+use oz_agent_worker::local::{LocalControlPlane, Received, sample_assignment};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::standin::standin_path;
+
+/// The API key the tests' control plane expects.
+pub const API_KEY: &str = "worker-key-do-not-log-1234";
+
+/// A running daemon.
+pub struct Daemon {
+    /// Fires the graceful shutdown.
+    pub shutdown: CancellationToken,
+    /// Resolves when the daemon stopped.
+    pub handle: JoinHandle<anyhow::Result<()>>,
+    /// Temp dir holding the config, workspaces and the stand-in report.
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// The stand-in's report file (set with `OZ_STANDIN_REPORT`).
+    pub fn report(&self) -> PathBuf {
+        self.dir.path().join("report.txt")
+    }
+
+    /// Shuts down gracefully and returns the daemon's result.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .expect("daemon did not stop within 60s")
+            .expect("daemon task panicked")
+    }
+}
+
+/// A control plane on an ephemeral loopback port.
+pub async fn control_plane() -> LocalControlPlane {
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    LocalControlPlane::start(addr, API_KEY).await.unwrap()
+}
+
+/// Starts the daemon on the Direct backend. `extra` are more CLI flags (e.g. `-e` knobs).
+pub async fn spawn_direct(cp: &LocalControlPlane, extra: &[&str]) -> Daemon {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.yaml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "worker_id: scenario-worker\nbackend:\n  direct:\n    workspace_root: {}\n    oz_path: {}\n",
+            dir.path().join("workspaces").display(),
+            standin_path().display()
+        ),
+    )
+    .unwrap();
+    let report = format!(
+        "OZ_STANDIN_REPORT={}",
+        dir.path().join("report.txt").display()
+    );
+    let mut args: Vec<String> = vec![
+        "oz-agent-worker".into(),
+        "--config-file".into(),
+        config_file.display().to_string(),
+        "--web-socket-url".into(),
+        cp.ws_url(),
+        "--server-root-url".into(),
+        "http://127.0.0.1:1".into(),
+        "--log-level".into(),
+        "debug".into(),
+        "-e".into(),
+        report,
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    env.insert("WARP_API_KEY".into(), API_KEY.into());
+    env.insert("OTEL_METRICS_EXPORTER".into(), "none".into());
+    let lookup = move |name: &str| env.get(name).cloned();
+    let loaded = config::load(args, &lookup).expect("valid scenario config");
+    let Invocation::Run(config) = loaded.invocation else {
+        panic!("expected a run invocation");
+    };
+    let app = bootstrap::build(&config, &lookup)
+        .await
+        .expect("daemon builds");
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run(shutdown.clone()));
+    Daemon {
+        shutdown,
+        handle,
+        dir,
+    }
+}
+
+/// Waits for the next frame from the worker, failing the test after 30 s.
+pub async fn next(cp: &LocalControlPlane) -> Received {
+    cp.next_message(Duration::from_secs(30))
+        .await
+        .expect("no message from the worker within 30s")
+}
+
+/// A sample assignment whose task carries a secret env value.
+pub fn assignment_with_secret(task_id: &str, secret: &str) -> serde_json::Value {
+    let mut data = sample_assignment(task_id);
+    data["env_vars"]["GITHUB_ACCESS_TOKEN"] = serde_json::json!(secret);
+    data
+}
