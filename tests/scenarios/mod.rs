@@ -1,3 +1,4 @@
 //! End-to-end scenarios: the daemon against a local control plane.
 
 mod docker;
+mod docker_images;
