@@ -7,3 +7,4 @@ mod direct_processes;
 mod docker;
 mod kubernetes;
 mod local_control_plane;
+mod docker_images;

@@ -85,8 +85,7 @@ pub async fn setup() -> Option<Images> {
             let worker = worker_id("warm-up");
             let executor = executor(config(&worker)).await;
             let spec = spec("warm-up", &images.image, &images.sidecar, &[]);
-            let ok = executor.run(&spec, Default::default()).await.is_ok();
-            ok
+            executor.run(&spec, Default::default()).await.is_ok()
         })
         .await;
     assert!(*warm, "the warm-up task failed");
