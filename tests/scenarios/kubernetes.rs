@@ -366,3 +366,31 @@ async fn kubernetes_preflight_names_missing_permissions_namespace_and_server() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn kubernetes_worker_shutdown_leaves_the_job_and_an_external_delete_is_job_watch() {
+    if !require("kubernetes api server", k8s::available()) {
+        return;
+    }
+    let admin = k8s::admin().await;
+    let config = k8s::worker_config(&k8s::namespace(&admin).await);
+    let mut s = start(config.clone(), k8s::task_spec(SECRET)).await;
+    let other = KubernetesExecutor::without_preflight(&config)
+        .await
+        .unwrap();
+    other.shutdown().await;
+    let jobs: Api<Job> = Api::namespaced(s.admin.clone(), &s.namespace);
+    assert!(
+        jobs.get_opt(&s.job_name).await.unwrap().is_some(),
+        "shutdown deletes nothing"
+    );
+    let background = kube::api::DeleteParams::background();
+    jobs.delete(&s.job_name, &background).await.unwrap();
+    let failure = finish(&mut s).await.unwrap_err();
+    assert_eq!(failure.reason, FailureReason::JobWatch);
+    assert!(
+        failure.message.contains("was deleted before it finished"),
+        "{}",
+        failure.message
+    );
+}

@@ -101,7 +101,9 @@ impl KubernetesExecutor {
         self.client.requests()
     }
 
-    async fn create(&self, spec: &TaskSpec, names: &TaskNames) -> Result<(), TaskFailure> {
+    /// Creates the Secret, the Job, then makes the Job own the Secret. Returns whether the
+    /// Secret is owned (else the caller deletes it when the task ends).
+    async fn create(&self, spec: &TaskSpec, names: &TaskNames) -> Result<bool, TaskFailure> {
         let objects = task_objects(&self.config, &self.template, spec, names)?;
         let ns = &self.config.namespace;
         let jobs: Api<Job> = Api::namespaced(self.client.client.clone(), ns);
@@ -142,9 +144,25 @@ impl KubernetesExecutor {
             )
             .await
         {
-            tracing::warn!(job = %names.job_name, error = %api_message(&e), "Could not make the Job own its Secret.");
+            tracing::warn!(job = %names.job_name, error = %api_message(&e), "Could not make the Job own its Secret; deleting it when the task ends.");
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    async fn delete_secret(&self, name: &str) {
+        let secrets: Api<Secret> =
+            Api::namespaced(self.client.client.clone(), &self.config.namespace);
+        let deleted = tokio::time::timeout(
+            CLEANUP_TIMEOUT,
+            secrets.delete(name, &DeleteParams::default()),
+        )
+        .await;
+        if let Ok(Err(e)) = deleted
+            && api_code(&e) != Some(404)
+        {
+            tracing::warn!(secret = %name, error = %api_message(&e), "Could not delete the task's Secret.");
+        }
     }
 
     async fn delete_job(&self, name: &str) {
@@ -213,7 +231,7 @@ impl Executor for KubernetesExecutor {
         if cancel.is_cancelled() {
             return Ok(Exit::Cancelled);
         }
-        self.create(spec, &names).await?;
+        let secret_owned = self.create(spec, &names).await?;
         tracing::info!(job = %names.job_name, namespace = %config.namespace, task_id = %spec.task_id, "Created Kubernetes Job.");
         let watch = JobWatch {
             jobs: Api::namespaced(self.client.client.clone(), &config.namespace),
@@ -225,7 +243,11 @@ impl Executor for KubernetesExecutor {
             unschedulable_timeout: config.unschedulable_timeout,
             resync_interval: self.resync_interval,
         };
-        match watch.outcome(&cancel).await {
+        let outcome = watch.outcome(&cancel).await;
+        if !secret_owned {
+            self.delete_secret(&names.job_name).await;
+        }
+        match outcome {
             Outcome::Succeeded => {
                 if config.cleanup {
                     self.delete_job(&names.job_name).await;

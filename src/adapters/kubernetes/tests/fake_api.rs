@@ -20,6 +20,9 @@ struct Fake {
     requests: Vec<(Method, String)>,
     job: Option<Value>,
     sidecar_status: Value,
+    /// Answer the first Job watch with a `410 Gone` ERROR event.
+    expire_first_watch: bool,
+    job_watches: usize,
 }
 
 fn respond(status: StatusCode, body: &Value) -> Response<Body> {
@@ -79,7 +82,19 @@ async fn serve(
             StatusCode::OK,
             &json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "s" } }),
         ),
+        (Method::GET, p)
+            if p.starts_with("/apis/batch/v1/namespaces/ns/jobs")
+                && watch
+                && fake.expire_first_watch
+                && fake.job_watches == 0 =>
+        {
+            fake.job_watches += 1;
+            let gone = json!({ "type": "ERROR", "object": { "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "code": 410, "reason": "Expired", "message": "too old resource version" } });
+            Response::new(Body::from(format!("{gone}\n").into_bytes()))
+        }
         (Method::GET, p) if p.starts_with("/apis/batch/v1/namespaces/ns/jobs") && watch => {
+            fake.job_watches += 1;
             // One MODIFIED event: the Job completed (after the pod list showed the sidecar's 143).
             let mut job = fake.job.clone().unwrap();
             job["metadata"]["resourceVersion"] = json!("9");
@@ -120,10 +135,15 @@ async fn serve(
 async fn run_with_sidecar(
     sidecar_status: Value,
 ) -> (Result<Exit, crate::domain::TaskFailure>, Arc<Mutex<Fake>>) {
-    let fake = Arc::new(Mutex::new(Fake {
+    run_fake(Fake {
         sidecar_status,
         ..Fake::default()
-    }));
+    })
+    .await
+}
+
+async fn run_fake(fake: Fake) -> (Result<Exit, crate::domain::TaskFailure>, Arc<Mutex<Fake>>) {
+    let fake = Arc::new(Mutex::new(fake));
     let state = fake.clone();
     let service = tower::service_fn(move |req| serve(state.clone(), req));
     let client = kube::Client::new(service, "ns");
@@ -186,4 +206,28 @@ async fn native_sidecar_that_cannot_pull_fails_the_task() {
         "{}",
         failure.message
     );
+}
+
+#[tokio::test]
+async fn an_expired_watch_relists_and_resumes() {
+    let sidecar = json!({ "name": "db", "ready": true, "restartCount": 0, "image": "pg", "imageID": "",
+        "state": { "running": {} } });
+    let (outcome, fake) = run_fake(Fake {
+        sidecar_status: sidecar,
+        expire_first_watch: true,
+        ..Fake::default()
+    })
+    .await;
+    assert_eq!(outcome, Ok(Exit::Succeeded));
+    let fake = fake.lock().unwrap();
+    let job_gets = fake
+        .requests
+        .iter()
+        .filter(|(m, p)| m == Method::GET && p.starts_with("/apis/batch/v1/namespaces/ns/jobs/"))
+        .count();
+    assert_eq!(
+        job_gets, 2,
+        "one list before the first watch, one after the 410"
+    );
+    assert_eq!(fake.job_watches, 2);
 }
