@@ -5,6 +5,6 @@ mod daemon;
 mod direct;
 mod direct_processes;
 mod docker;
+mod docker_images;
 mod kubernetes;
 mod local_control_plane;
-mod docker_images;
