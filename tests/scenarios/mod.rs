@@ -2,6 +2,7 @@
 
 mod control_plane;
 mod daemon;
+mod daemon_metrics;
 mod direct;
 mod direct_processes;
 mod docker;

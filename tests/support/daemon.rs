@@ -51,6 +51,15 @@ pub async fn control_plane() -> LocalControlPlane {
 
 /// Starts the daemon on the Direct backend. `extra` are more CLI flags (e.g. `-e` knobs).
 pub async fn spawn_direct(cp: &LocalControlPlane, extra: &[&str]) -> Daemon {
+    spawn_direct_with_env(cp, extra, &[]).await
+}
+
+/// As [`spawn_direct`], with process environment overrides (e.g. `OTEL_*`).
+pub async fn spawn_direct_with_env(
+    cp: &LocalControlPlane,
+    extra: &[&str],
+    env_overrides: &[(&str, &str)],
+) -> Daemon {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.yaml");
@@ -84,6 +93,9 @@ pub async fn spawn_direct(cp: &LocalControlPlane, extra: &[&str]) -> Daemon {
     let mut env: HashMap<String, String> = std::env::vars().collect();
     env.insert("WARP_API_KEY".into(), API_KEY.into());
     env.insert("OTEL_METRICS_EXPORTER".into(), "none".into());
+    for (key, value) in env_overrides {
+        env.insert((*key).into(), (*value).into());
+    }
     let lookup = move |name: &str| env.get(name).cloned();
     let loaded = config::load(args, &lookup).expect("valid scenario config");
     let Invocation::Run(config) = loaded.invocation else {

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod otlp;
+pub mod prometheus;
 
 /// Whether a test that needs `what` should run.
 ///
