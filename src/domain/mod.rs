@@ -9,6 +9,7 @@ pub mod env;
 pub mod failure;
 pub mod lifecycle;
 pub mod policy;
+pub mod redact;
 pub mod report;
 pub mod spec;
 pub mod task;

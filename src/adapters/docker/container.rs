@@ -79,51 +79,7 @@ pub fn create_body(
     }
 }
 
-/// Replaces secret values in text shown to users: every value of the task's and the operator's
-/// env of at least [`REDACT_MIN_LEN`] characters, except the values the core injects that are
-/// known not to be secret.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
-
-/// Shorter values are not redacted: they cannot be credentials, and replacing every `1` or `on`
-/// would garble the text (exit codes included).
-pub const REDACT_MIN_LEN: usize = 4;
-
-/// Injected variables whose values are not secret (and too short to redact sensibly).
-const PUBLIC_KEYS: [&str; 4] = [
-    "TASK_ID",
-    "GIT_TERMINAL_PROMPT",
-    "GH_PROMPT_DISABLED",
-    "WARP_SERVER_ROOT_URL",
-];
-
-impl Redactor {
-    /// A redactor for the values of `env`.
-    pub fn new(env: &EnvList) -> Self {
-        let mut secrets: Vec<String> = env
-            .iter()
-            .filter(|(k, v)| v.chars().count() >= REDACT_MIN_LEN && !PUBLIC_KEYS.contains(k))
-            .map(|(_, v)| v.to_owned())
-            .collect();
-        // Longest first, so a secret containing another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
-        Self { secrets }
-    }
-
-    /// `text` with every secret replaced by `***`.
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "***");
-            }
-        }
-        out
-    }
-}
+pub use crate::domain::redact::Redactor;
 
 /// The last `lines` lines of `output`, at most `max_chars` characters (cut at the front).
 pub fn tail(output: &str, lines: usize, max_chars: usize) -> String {

@@ -365,7 +365,7 @@ fn fail(reason: FailureReason, message: String) -> Halt {
 #[async_trait]
 impl Executor for DockerExecutor {
     async fn run(&self, spec: &TaskSpec, cancel: CancellationToken) -> Result<Exit, TaskFailure> {
-        let redactor = Redactor::new(&container::container_env(spec, &self.config));
+        let redactor = Redactor::for_env(&container::container_env(spec, &self.config));
         let span = tracing::info_span!(
             "docker_task",
             task_id = %spec.task_id,

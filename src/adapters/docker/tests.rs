@@ -225,7 +225,7 @@ fn resources_follow_the_shape_per_axis() {
 #[test]
 fn redaction_hides_secret_values_but_not_public_injected_ones() {
     let spec = spec_with_env();
-    let r = Redactor::new(&spec.env);
+    let r = Redactor::for_env(&spec.env);
     let text = "token ghp_secret_value for run-1 prompt=0 from-server";
     let out = r.redact(text);
     assert_eq!(out, "token *** for run-1 prompt=0 ***");

@@ -7,48 +7,12 @@
 use std::collections::VecDeque;
 use std::io::Write;
 
+pub(crate) use crate::domain::redact::Redactor;
+
 /// How many bytes of recent output a failure message carries.
 pub(crate) const TAIL_BYTES: usize = 2048;
 /// Longer lines are cut into pieces of this size.
 pub(crate) const MAX_LINE_BYTES: usize = 8192;
-/// Values shorter than this are not redacted: `0`, `1`, `yes` are flags, not secrets, and
-/// masking them would mangle every number in the output.
-pub(crate) const MIN_REDACTED_LEN: usize = 4;
-/// What a redacted value is replaced with.
-pub(crate) const MASK: &str = "***";
-
-/// Replaces known secret values with [`MASK`].
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Redactor {
-    /// Longest first, so a value containing another is masked whole.
-    values: Vec<String>,
-}
-
-impl Redactor {
-    /// A redactor for `values` (short and duplicate values are ignored).
-    pub(crate) fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut values: Vec<String> = values
-            .into_iter()
-            .filter(|v| v.len() >= MIN_REDACTED_LEN)
-            .map(str::to_owned)
-            .collect();
-        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        values.dedup();
-        Self { values }
-    }
-
-    /// `text` with every known value masked.
-    pub(crate) fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for value in &self.values {
-            if out.contains(value.as_str()) {
-                out = out.replace(value.as_str(), MASK);
-            }
-        }
-        out
-    }
-}
-
 /// Collects one process's output.
 #[derive(Debug)]
 pub(crate) struct OutputSink {

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::domain::redact::Redactor;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -181,8 +183,9 @@ impl KubernetesExecutor {
         }
     }
 
-    /// Writes the failed pods' output (1 MiB per container) to the worker log.
-    async fn log_pod_output(&self, names: &TaskNames) {
+    /// Writes the failed pods' output (1 MiB per container) to the worker log, with every task
+    /// env value masked.
+    async fn log_pod_output(&self, names: &TaskNames, redactor: &Redactor) {
         let pods: Api<k8s_openapi::api::core::v1::Pod> =
             Api::namespaced(self.client.client.clone(), &self.config.namespace);
         let Ok(listed) = pods
@@ -207,7 +210,7 @@ impl KubernetesExecutor {
                 };
                 match pods.logs(&pod_name, &lp).await {
                     Ok(output) => {
-                        tracing::info!(job = %names.job_name, "[{pod_name}/{}]\n{output}", container.name)
+                        tracing::info!(job = %names.job_name, "[{pod_name}/{}]\n{}", container.name, redactor.redact(&output))
                     }
                     Err(e) => {
                         tracing::debug!(pod = %pod_name, container = %container.name, error = %api_message(&e), "No pod output.")
@@ -261,7 +264,9 @@ impl Executor for KubernetesExecutor {
             }
             Outcome::Failed(failure) => {
                 tracing::info!(job = %names.job_name, reason = %failure.reason, "Kubernetes task failed; keeping the Job for its TTL.");
-                self.log_pod_output(&names).await;
+                let mut env = spec.env.clone();
+                env.overlay(&self.config.environment);
+                self.log_pod_output(&names, &Redactor::for_env(&env)).await;
                 Err(failure)
             }
         }
