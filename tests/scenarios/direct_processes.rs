@@ -8,7 +8,7 @@ use oz_agent_worker::domain::{Exit, FailureReason};
 use oz_agent_worker::ports::Executor;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::direct::{Direct, lines, run};
+use crate::support::direct::{Direct, lines, run, start};
 use crate::support::standin::{self, PROCESS_BOUND, alive, wait_all_dead};
 
 #[tokio::test]
@@ -27,11 +27,7 @@ async fn grandchildren_die_with_the_agent_on_exit_and_on_cancel() {
     let mut spec = d.spec("t-group", &[], &[]);
     spec.env.push("OZ_STANDIN_SPAWN_CHILD", "1");
     spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let token = CancellationToken::new();
-    let task = {
-        let (executor, spec, token) = (executor.clone(), spec.clone(), token.clone());
-        tokio::spawn(async move { executor.run(&spec, token).await })
-    };
+    let (token, task) = start(&executor, &spec);
     standin::wait_for_pid(&d.report("t-group")).await;
     let pids = standin::reported_pids(&d.report("t-group"));
     assert!(pids.iter().all(|pid| alive(*pid)));
@@ -52,11 +48,7 @@ async fn an_agent_ignoring_sigterm_gets_sigkill_after_the_grace() {
     let mut spec = d.spec("t-stubborn", &[], &[]);
     spec.env.push("OZ_STANDIN_IGNORE_TERM", "1");
     spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let token = CancellationToken::new();
-    let task = {
-        let (executor, spec, token) = (executor.clone(), spec.clone(), token.clone());
-        tokio::spawn(async move { executor.run(&spec, token).await })
-    };
+    let (token, task) = start(&executor, &spec);
     let report = d.report("t-stubborn");
     let pid = standin::wait_for_pid(&report).await;
     token.cancel();
@@ -143,11 +135,7 @@ async fn cancel_during_setup_is_cancelled_and_the_agent_never_runs() {
     d.config.setup_command = Some(format!("touch {}; sleep 3600", started.display()));
     let executor = d.executor();
     let spec = d.spec("t-setupcancel", &[], &[]);
-    let token = CancellationToken::new();
-    let task = {
-        let (executor, spec, token) = (executor.clone(), spec.clone(), token.clone());
-        tokio::spawn(async move { executor.run(&spec, token).await })
-    };
+    let (token, task) = start(&executor, &spec);
     let poll = async {
         while !started.exists() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -222,11 +210,7 @@ async fn teardown_still_runs_after_cancellation() {
     let executor = d.executor();
     let mut spec = d.spec("t-cancel-teardown", &[], &[]);
     spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let token = CancellationToken::new();
-    let task = {
-        let (executor, spec, token) = (executor.clone(), spec.clone(), token.clone());
-        tokio::spawn(async move { executor.run(&spec, token).await })
-    };
+    let (token, task) = start(&executor, &spec);
     standin::wait_for_pid(&d.report("t-cancel-teardown")).await;
     token.cancel();
     let outcome = tokio::time::timeout(PROCESS_BOUND, task)
@@ -246,11 +230,7 @@ async fn a_hung_teardown_after_cancellation_is_stopped_and_never_fails_the_task(
     let executor = d.executor();
     let mut spec = d.spec("t-hung-teardown", &[], &[]);
     spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let token = CancellationToken::new();
-    let task = {
-        let (executor, spec, token) = (executor.clone(), spec.clone(), token.clone());
-        tokio::spawn(async move { executor.run(&spec, token).await })
-    };
+    let (token, task) = start(&executor, &spec);
     standin::wait_for_pid(&d.report("t-hung-teardown")).await;
     token.cancel();
     let bound = oz_agent_worker::adapters::host::TEARDOWN_AFTER_CANCEL

@@ -66,6 +66,20 @@ impl Direct {
 }
 
 /// Runs `spec` to the end, bounded by [`PROCESS_BOUND`].
+/// Starts `spec` in the background; returns the token that cancels it and the run's handle.
+pub fn start(
+    executor: &HostExecutor,
+    spec: &TaskSpec,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<Exit, TaskFailure>>,
+) {
+    let token = tokio_util::sync::CancellationToken::new();
+    let (executor, spec, run_token) = (executor.clone(), spec.clone(), token.clone());
+    let handle = tokio::spawn(async move { executor.run(&spec, run_token).await });
+    (token, handle)
+}
+
 pub async fn run(executor: &HostExecutor, spec: &TaskSpec) -> Result<Exit, TaskFailure> {
     tokio::time::timeout(PROCESS_BOUND, executor.run(spec, CancellationToken::new()))
         .await
