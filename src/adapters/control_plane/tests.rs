@@ -422,3 +422,16 @@ fn only_ws_and_wss_urls_are_accepted() {
         Err(UrlError::Invalid(_))
     ));
 }
+
+#[test]
+fn the_reference_timers_are_the_defaults() {
+    let config = super::WsConfig::new("wss://h/p", "w", crate::app::config::ApiKey::new("k"));
+    assert_eq!(config.ping_interval, Duration::from_secs(30));
+    assert_eq!(config.pong_wait, Duration::from_secs(60));
+    assert_eq!(config.write_timeout, Duration::from_secs(10));
+    assert_eq!(config.close_timeout, Duration::from_secs(10));
+    assert_eq!(config.handshake_timeout, Duration::from_secs(45));
+    assert_eq!(config.backoff.initial, Duration::from_secs(1));
+    assert_eq!(config.backoff.max, Duration::from_secs(60));
+    assert!(config.user_agent.starts_with("oz-agent-worker/"));
+}
