@@ -3,13 +3,20 @@
 //! 1. `DockerExecutor::run` of a trivial task (sidecar cached, `if-not-present`) against the bare
 //!    minimum of Docker API calls for the same container (create, start, wait, remove) made
 //!    directly with bollard, interleaved, N times each: medians and their ratio;
-//! 2. the first task with a new sidecar (pull check + materialisation) against the second.
+//! 2. the real daemon (WsTaskSource + Supervisor + DockerExecutor, in this process) driven by a
+//!    `LocalControlPlane` on 127.0.0.1: the time from `assign()` to receiving `task_completed`
+//!    for the same trivial container, interleaved with (1): its median and its ratio to the
+//!    bare sequence;
+//! 3. the first task with a new sidecar (pull check + materialisation) against the second.
 //!
 //! Needs the images of `scripts/setup/20-docker.sh` (`OZ_TEST_DOCKER_IMAGE`,
 //! `OZ_TEST_DOCKER_SIDECAR`); prints why and exits 0 without them.
-//! Run: `source scripts/setup/20-docker.sh && cargo bench --bench docker`.
+//! Run: `source scripts/setup/20-docker.sh && cargo bench --bench docker`. Without `--bench`
+//! (e.g. under `cargo test --all-targets`) it does a small smoke run.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -19,18 +26,28 @@ use bollard::query_parameters::{
     RemoveVolumeOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use oz_agent_worker::adapters::control_plane::protocol::WorkerMessage;
+use oz_agent_worker::adapters::control_plane::{WsConfig, WsTaskSource};
 use oz_agent_worker::adapters::docker::container::container_env;
 use oz_agent_worker::adapters::docker::image::content_digest;
 use oz_agent_worker::adapters::docker::reference::ImageRef;
 use oz_agent_worker::adapters::docker::sidecar::volume_name;
 use oz_agent_worker::adapters::docker::{DockerConfig, DockerExecutor, PullPolicy};
-use oz_agent_worker::domain::Exit;
+use oz_agent_worker::adapters::otel::NoopMetrics;
+use oz_agent_worker::adapters::system_clock::SystemClock;
+use oz_agent_worker::app::config::ApiKey;
+use oz_agent_worker::app::supervisor::{ShutdownDeadlines, Supervisor, SupervisorSettings};
 use oz_agent_worker::domain::spec::{SpecSettings, TaskSpec, prepare};
 use oz_agent_worker::domain::task::{Assignment, TaskId};
+use oz_agent_worker::domain::{ConcurrencyPolicy, Exit};
+use oz_agent_worker::local::{LocalControlPlane, sample_assignment};
 use oz_agent_worker::ports::executor::Executor;
+use oz_agent_worker::ports::{Ports, Readiness, TaskSource};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const N: usize = 10;
+const KEY: &str = "bench-key";
 
 fn spec(n: usize, image: &str, sidecar: &str) -> TaskSpec {
     let mut a = Assignment::new(TaskId::parse(format!("bench-{n}")).unwrap());
@@ -72,6 +89,13 @@ async fn timed_run(executor: &DockerExecutor, spec: &TaskSpec) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let (n, rounds) = if full {
+        (10, 3)
+    } else {
+        println!("docker bench: smoke run; use `cargo bench --bench docker` for figures");
+        (2, 1)
+    };
     let (Ok(image), Ok(sidecar)) = (
         std::env::var("OZ_TEST_DOCKER_IMAGE"),
         std::env::var("OZ_TEST_DOCKER_SIDECAR"),
@@ -111,23 +135,42 @@ async fn main() {
     };
     bare(&docker, bare_body(&spec(0, &image, &sidecar))).await;
 
-    let (mut bare_times, mut worker_times) = (Vec::new(), Vec::new());
-    for n in 1..=N {
-        let s = spec(n, &image, &sidecar);
+    let daemon = Daemon::start(&config.worker_id).await;
+    // Warm up the daemon's own executor (its sidecar cache) through the whole path.
+    daemon.timed_task("warm", &image, &sidecar).await;
+
+    let (mut bare_times, mut worker_times, mut daemon_times) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 1..=n {
+        let s = spec(i, &image, &sidecar);
         bare_times.push(bare(&docker, bare_body(&s)).await);
         worker_times.push(timed_run(&executor, &s).await);
+        daemon_times.push(
+            daemon
+                .timed_task(&format!("daemon-{i}"), &image, &sidecar)
+                .await,
+        );
     }
-    let (b, w) = (median(bare_times), median(worker_times));
-    println!("docker bench: trivial task, N={N} each, interleaved, sidecar cached, if-not-present");
-    println!("  bare create/start/wait/remove  median {}", ms(b));
-    println!("  DockerExecutor::run            median {}", ms(w));
+    let (b, w, dm) = (
+        median(bare_times),
+        median(worker_times),
+        median(daemon_times),
+    );
+    println!("docker bench: trivial task, N={n} each, interleaved, sidecar cached, if-not-present");
+    println!("  bare create/start/wait/remove          median {}", ms(b));
+    println!("  DockerExecutor::run                    median {}", ms(w));
+    println!("  daemon assign() -> task_completed      median {}", ms(dm));
     println!(
-        "  ratio executor/bare            {:.3}",
+        "  ratio executor/bare                    {:.3}",
         w.as_secs_f64() / b.as_secs_f64()
     );
+    println!(
+        "  ratio daemon/bare (target <= 1.10)     {:.3}",
+        dm.as_secs_f64() / b.as_secs_f64()
+    );
+    daemon.stop().await;
 
     // A new sidecar: a commit of the test sidecar with a unique label, so its digest is new.
-    for round in 1..=3 {
+    for round in 1..=rounds {
         let tag = format!("{:08x}", fastrand::u32(..));
         let body = ContainerCreateBody {
             image: Some(sidecar.clone()),
@@ -162,5 +205,105 @@ async fn main() {
         let _ = docker.remove_volume(&volume, Some(options)).await;
         let options = RemoveImageOptionsBuilder::default().force(true).build();
         let _ = docker.remove_image(&fresh, Some(options), None).await;
+    }
+}
+
+/// The real daemon in this process: `WsTaskSource` + `Supervisor` + its own `DockerExecutor`,
+/// connected to a `LocalControlPlane` on 127.0.0.1.
+struct Daemon {
+    cp: LocalControlPlane,
+    stop: CancellationToken,
+    supervisor: JoinHandle<()>,
+    source: JoinHandle<()>,
+}
+
+impl Daemon {
+    async fn start(bench_worker: &str) -> Self {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let cp = LocalControlPlane::start(addr, KEY)
+            .await
+            .expect("control plane");
+        let worker_id = format!("{bench_worker}-daemon");
+        let config = DockerConfig {
+            worker_id: worker_id.clone(),
+            pull_policy: PullPolicy::IfNotPresent,
+            ..DockerConfig::default()
+        };
+        let executor = DockerExecutor::connect(config).await.expect("docker");
+        let source = Arc::new(
+            WsTaskSource::new(WsConfig::new(cp.ws_url(), &worker_id, ApiKey::new(KEY)))
+                .expect("url"),
+        );
+        let ports = Ports {
+            source: source.clone(),
+            executor: Arc::new(executor),
+            clock: Arc::new(SystemClock),
+            metrics: Arc::new(NoopMetrics),
+        };
+        let settings = SupervisorSettings {
+            worker_id,
+            policy: ConcurrencyPolicy::from_configured(0),
+            spec: SpecSettings::default(),
+            deadlines: ShutdownDeadlines::default(),
+        };
+        let supervisor = Supervisor::new(ports, settings, Readiness::default());
+        let (events, receiver) = mpsc::channel(1024);
+        let stop = CancellationToken::new();
+        let source = {
+            let stop = stop.clone();
+            let source: Arc<dyn TaskSource> = source;
+            tokio::spawn(async move {
+                let _ = source.run(events, stop).await;
+            })
+        };
+        let supervisor = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = supervisor.run(receiver, stop).await;
+            })
+        };
+        cp.wait_connections(Duration::from_secs(30), |c| c.iter().any(|c| c.open))
+            .await
+            .expect("the daemon connects");
+        Self {
+            cp,
+            stop,
+            supervisor,
+            source,
+        }
+    }
+
+    /// Assigns task `id` (the trivial container) and times it until `task_completed`.
+    async fn timed_task(&self, id: &str, image: &str, sidecar: &str) -> Duration {
+        let id = format!("{id}-{:06x}", fastrand::u32(..0xff_ffff));
+        let mut data = sample_assignment(&id);
+        data["docker_image"] = image.into();
+        data["sidecar_image"] = sidecar.into();
+        let started = Instant::now();
+        if let Err(e) = self.cp.assign(&data) {
+            panic!("assign: {e:?}; connections {:?}", self.cp.connections());
+        }
+        loop {
+            let received = self
+                .cp
+                .next_message(Duration::from_secs(60))
+                .await
+                .expect("a message from the daemon within 60 s");
+            match &received.message {
+                Some(WorkerMessage::TaskCompleted { task_id, .. }) if *task_id == id => {
+                    return started.elapsed();
+                }
+                Some(WorkerMessage::TaskFailed { task_id, .. }) if *task_id == id => {
+                    panic!("daemon task {id} failed: {received:?}")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.supervisor).await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.source).await;
     }
 }

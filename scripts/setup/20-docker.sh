@@ -72,10 +72,15 @@ if ! docker image inspect "$OZ_TEST_DOCKER_IMAGE" >/dev/null 2>&1 \
   || ! docker image inspect "$OZ_TEST_DOCKER_SIDECAR" >/dev/null 2>&1; then
   echo "20-docker.sh: building $OZ_TEST_DOCKER_IMAGE and $OZ_TEST_DOCKER_SIDECAR"
   oz_build_images
-  # Drop the tags earlier versions of this script built (12-hex tags of its own repositories).
-  docker images --format '{{.Repository}}:{{.Tag}}' \
+  # Drop the tags earlier versions of this script built (12-hex tags of its own repositories),
+  # once they are a day old: other checkouts sharing this engine may still be using them.
+  oz_now="$(date +%s)"
+  for oz_old in $(docker images --format '{{.Repository}}:{{.Tag}}' \
     | grep -E "^($OZ_TEST_REGISTRY/)?oz-test/(busybox|sidecar|registry-only):[0-9a-f]{12}$" \
-    | grep -v ":$oz_hash\$" | xargs -r docker rmi >/dev/null 2>&1 || true
+    | grep -v ":$oz_hash\$"); do
+    oz_tagged="$(docker image inspect --format '{{.Metadata.LastTagTime.Unix}}' "$oz_old" 2>/dev/null || echo "$oz_now")"
+    if [ $((oz_now - oz_tagged)) -gt 86400 ]; then docker rmi "$oz_old" >/dev/null 2>&1 || true; fi
+  done
 fi
 
 # The local registry (plain HTTP: Docker treats 127.0.0.0/8 as insecure).

@@ -185,6 +185,15 @@ fn upgrade(
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         let (tx, rx) = mpsc::unbounded_channel();
+        // Registered for sending before it is published as open, so a caller that saw it
+        // open (`wait_connections`) can send to it at once.
+        if !options.close_after_accept {
+            shared
+                .commands
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, tx);
+        }
         shared.connections.send_modify(|conns| {
             conns.push(ConnectionInfo {
                 id,
@@ -197,11 +206,6 @@ fn upgrade(
         if options.close_after_accept {
             drop(socket);
         } else {
-            shared
-                .commands
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, tx);
             serve_connection(id, socket, rx, &shared, &stop).await;
             shared
                 .commands

@@ -473,3 +473,18 @@ async fn cancel_interrupts_the_backoff_sleep() {
         .expect("run returned");
     assert!(result.unwrap().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_seen_open_can_be_sent_to_at_once() {
+    for round in 0..20 {
+        let mut h = start(|_| {}).await;
+        h.cp.wait_connections(BOUND, |c| c.iter().any(|c| c.open))
+            .await
+            .expect("the worker connects");
+        let sent = h.cp.assign(&sample_assignment(&format!("open-{round}")));
+        assert!(sent.is_ok(), "round {round}: {sent:?}");
+        h.expect("Assigned", |e| matches!(e, ControlEvent::Assigned(_)))
+            .await;
+        h.cancel.cancel();
+    }
+}
