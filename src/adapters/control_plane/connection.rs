@@ -8,15 +8,14 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::adapters::control_plane::config::WsConfig;
 use crate::adapters::control_plane::decode::{Inbound, decode_frame};
-use crate::adapters::control_plane::handshake::Socket;
 use crate::adapters::control_plane::outbox::{Outbox, next_message};
 use crate::ports::ControlEvent;
 
@@ -31,9 +30,25 @@ pub(crate) enum ConnectionEnd {
     Lost(String),
 }
 
+/// A WebSocket as the connection loop needs it: the real TCP/TLS socket, or an in-memory pipe
+/// in tests (so liveness can be checked with paused time).
+pub(crate) trait WsStream:
+    futures_util::Stream<Item = Result<Message, WsError>>
+    + futures_util::Sink<Message, Error = WsError>
+    + Unpin
+{
+}
+
+impl<T> WsStream for T where
+    T: futures_util::Stream<Item = Result<Message, WsError>>
+        + futures_util::Sink<Message, Error = WsError>
+        + Unpin
+{
+}
+
 /// Serves one established connection until it ends.
 pub(crate) async fn serve(
-    mut socket: Socket,
+    mut socket: impl WsStream,
     config: &WsConfig,
     outbox: &Outbox,
     events: &mpsc::Sender<ControlEvent>,
@@ -161,15 +176,15 @@ fn log_close(frame: Option<&CloseFrame>) {
 }
 
 /// Sends close 1000 and waits for the server's echo, all bounded by `timeout`.
-async fn close(socket: &mut Socket, timeout: Duration) {
+async fn close(socket: &mut impl WsStream, timeout: Duration) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
     };
     let handshake = async {
-        socket.close(Some(frame)).await?;
+        socket.send(Message::Close(Some(frame))).await?;
         while let Some(Ok(_)) = socket.next().await {}
-        Ok::<(), tokio_tungstenite::tungstenite::Error>(())
+        Ok::<(), WsError>(())
     };
     match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(())) => debug!("WebSocket close frame sent"),

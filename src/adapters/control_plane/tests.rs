@@ -435,3 +435,88 @@ fn the_reference_timers_are_the_defaults() {
     assert_eq!(config.backoff.max, Duration::from_secs(60));
     assert!(config.user_agent.starts_with("oz-agent-worker/"));
 }
+
+/// Liveness with the reference's own timers (30 s pings, 60 s deadline) under paused time, over
+/// an in-memory pipe so no real I/O races the virtual clock.
+mod liveness {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::connection::{ConnectionEnd, serve};
+    use super::super::outbox::Outbox;
+    use crate::app::config::ApiKey;
+
+    async fn pipe() -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (worker, server) = tokio::io::duplex(1 << 16);
+        (
+            WebSocketStream::from_raw_socket(worker, Role::Client, None).await,
+            WebSocketStream::from_raw_socket(server, Role::Server, None).await,
+        )
+    }
+
+    fn config() -> super::super::WsConfig {
+        super::super::WsConfig::new("ws://h/p", "w", ApiKey::new("k"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_idle_connection_pings_every_30s_and_never_times_out() {
+        let (worker, mut server) = pipe().await;
+        let (events, _rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let outbox = Outbox::new();
+        let config = config();
+        let serving = serve(worker, &config, &outbox, &events, &cancel);
+        // The server keeps reading, so tungstenite answers every ping with a pong.
+        let server_side = async {
+            let mut pings = 0;
+            while let Some(Ok(message)) = server.next().await {
+                if matches!(message, Message::Ping(_)) {
+                    pings += 1;
+                }
+            }
+            pings
+        };
+        let started = tokio::time::Instant::now();
+        let stop = async {
+            tokio::time::sleep(Duration::from_secs(10 * 60 + 15)).await;
+            cancel.cancel();
+        };
+        let (end, pings, ()) = tokio::join!(serving, server_side, stop);
+        assert!(matches!(end, ConnectionEnd::Cancelled), "{end:?}");
+        assert_eq!(pings, 20, "one ping every 30 s over 10 minutes");
+        assert!(started.elapsed() >= Duration::from_secs(600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_declared_dead_exactly_60s_after_the_last_frame() {
+        let (worker, server) = pipe().await;
+        let (events, _rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let outbox = Outbox::new();
+        let config = config();
+        let started = tokio::time::Instant::now();
+        // The server never reads, so no pong ever comes back.
+        let end = serve(worker, &config, &outbox, &events, &cancel).await;
+        let elapsed = started.elapsed();
+        drop(server);
+        match end {
+            ConnectionEnd::Lost(reason) => {
+                assert!(reason.contains("nothing read for 60s"), "{reason}")
+            }
+            other => panic!("expected a lost connection, got {other:?}"),
+        }
+        assert!(
+            elapsed >= Duration::from_secs(60) && elapsed < Duration::from_secs(61),
+            "declared dead after {elapsed:?}"
+        );
+    }
+}
