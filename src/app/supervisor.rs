@@ -21,6 +21,10 @@ use crate::ports::{ControlEvent, Ports, Readiness, Signal};
 /// Bound on the executor's best-effort cancel hook.
 pub const BACKEND_CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a dispatched (Command backend) task stays reachable for a user cancel. The Go
+/// worker keeps such entries forever, so its table grows without bound.
+pub const SPAWNED_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Deadlines of the shutdown sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownDeadlines {
@@ -161,6 +165,7 @@ impl Supervisor {
     }
 
     fn on_assignment(&mut self, assignment: Assignment) {
+        self.drop_expired_spawned();
         let task_id = assignment.task_id.clone();
         info!(task_id = %task_id, title = %assignment.task.title, "Received task assignment");
         let already_running = self
@@ -218,6 +223,13 @@ impl Supervisor {
                 cancel,
             },
         );
+    }
+
+    /// Forgets dispatched tasks older than [`SPAWNED_RETENTION`].
+    fn drop_expired_spawned(&mut self) {
+        let now = self.ports.clock.now();
+        self.tasks
+            .retain(|_, task| !task.state.expired(now, SPAWNED_RETENTION));
     }
 
     fn on_cancel(&mut self, task_id: &TaskId) {

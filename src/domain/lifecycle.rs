@@ -34,8 +34,12 @@ pub enum TaskState {
         /// Who asked first.
         source: CancelSource,
     },
-    /// Handed off to a remote runtime; kept only so a later user cancel reaches the backend.
-    Spawned,
+    /// Handed off to a remote runtime; kept only so a later user cancel reaches the backend,
+    /// and only until it is older than the app's retention (see [`TaskState::expired`]).
+    Spawned {
+        /// When the hand-off finished.
+        since: Instant,
+    },
 }
 
 /// Something that happened to a task.
@@ -97,7 +101,7 @@ impl TaskState {
 
     /// True while the task holds a concurrency slot.
     pub fn holds_slot(&self) -> bool {
-        !matches!(self, Self::Spawned)
+        !matches!(self, Self::Spawned { .. })
     }
 
     /// The recorded cancellation source, if any.
@@ -108,11 +112,17 @@ impl TaskState {
         }
     }
 
+    /// True for a spawned entry handed off more than `retention` before `now`: the app drops
+    /// it, so the table stays bounded on long-lived Command-backend workers.
+    pub fn expired(&self, now: Instant, retention: Duration) -> bool {
+        matches!(self, Self::Spawned { since } if now.saturating_duration_since(*since) > retention)
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Self::Running { .. } => "running",
             Self::Cancelling { .. } => "cancelling",
-            Self::Spawned => "spawned",
+            Self::Spawned { .. } => "spawned",
         }
     }
 
@@ -143,11 +153,11 @@ impl TaskState {
                 }
             }
             (state @ Self::Cancelling { .. }, TaskEvent::CancelRequested(_)) => stay(state),
-            (Self::Spawned, TaskEvent::CancelRequested(User)) => Transition {
+            (Self::Spawned { .. }, TaskEvent::CancelRequested(User)) => Transition {
                 next: None,
                 effects: vec![Effect::InvokeBackendCancel],
             },
-            (Self::Spawned, TaskEvent::CancelRequested(Shutdown)) => stay(Self::Spawned),
+            (state @ Self::Spawned { .. }, TaskEvent::CancelRequested(Shutdown)) => stay(state),
             (
                 state @ (Self::Running { .. } | Self::Cancelling { .. }),
                 TaskEvent::Finished(outcome),
@@ -156,16 +166,11 @@ impl TaskState {
                     Self::Running { started_at } | Self::Cancelling { started_at, .. } => {
                         started_at
                     }
-                    Self::Spawned => unreachable!("matched above"),
+                    Self::Spawned { .. } => unreachable!("matched above"),
                 };
-                finish(
-                    task_id,
-                    &state,
-                    &outcome,
-                    now.saturating_duration_since(started_at),
-                )
+                finish(task_id, &state, &outcome, started_at, now)
             }
-            (state @ Self::Spawned, event @ TaskEvent::Finished(_)) => {
+            (state @ Self::Spawned { .. }, event @ TaskEvent::Finished(_)) => {
                 return Err(TransitionError {
                     task_id: task_id.clone(),
                     state: state.name(),
@@ -180,8 +185,10 @@ fn finish(
     task_id: &TaskId,
     state: &TaskState,
     outcome: &Result<Exit, TaskFailure>,
-    duration: Duration,
+    started_at: Instant,
+    now: Instant,
 ) -> Transition {
+    let duration = now.saturating_duration_since(started_at);
     let verdict = classify(outcome, state.cancel_source());
     let failure = match &verdict {
         Verdict::Failed(f) => Some((f.phase, f.reason)),
@@ -198,7 +205,7 @@ fn finish(
     });
     // A dispatched task stays reachable for a later user cancel, unless one already arrived.
     let next = (verdict == Verdict::Dispatched && state.cancel_source().is_none())
-        .then_some(TaskState::Spawned);
+        .then_some(TaskState::Spawned { since: now });
     Transition { next, effects }
 }
 
@@ -233,6 +240,22 @@ mod tests {
 
     fn running() -> TaskState {
         TaskState::started(t0())
+    }
+
+    /// Spawned at the moment `check` applies events (t0 + 5 s).
+    fn spawned() -> TaskState {
+        TaskState::Spawned {
+            since: t0() + Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn only_old_spawned_entries_expire() {
+        let retention = Duration::from_secs(60);
+        let now = t0() + Duration::from_secs(5);
+        assert!(!spawned().expired(now + retention, retention));
+        assert!(spawned().expired(now + retention + Duration::from_secs(1), retention));
+        assert!(!running().expired(now + retention * 10, retention));
     }
 
     fn cancelling(source: CancelSource) -> TaskState {
@@ -342,7 +365,7 @@ mod tests {
     #[test]
     fn dispatched_task_is_kept_for_a_later_cancel_without_a_message() {
         let t = check(running(), TaskEvent::Finished(Ok(Exit::Spawned)));
-        assert_eq!(t.next, Some(TaskState::Spawned));
+        assert_eq!(t.next, Some(spawned()));
         assert_eq!(t.effects.len(), 1);
         assert!(matches!(
             t.effects[0],
@@ -351,17 +374,14 @@ mod tests {
                 ..
             }
         ));
-        let t = check(
-            TaskState::Spawned,
-            TaskEvent::CancelRequested(CancelSource::User),
-        );
+        let t = check(spawned(), TaskEvent::CancelRequested(CancelSource::User));
         assert_eq!(t.next, None);
         assert_eq!(t.effects, [Effect::InvokeBackendCancel]);
         let t = check(
-            TaskState::Spawned,
+            spawned(),
             TaskEvent::CancelRequested(CancelSource::Shutdown),
         );
-        assert_eq!(t.next, Some(TaskState::Spawned));
+        assert_eq!(t.next, Some(spawned()));
     }
 
     #[test]
@@ -376,7 +396,7 @@ mod tests {
 
     #[test]
     fn spawned_task_cannot_finish_again() {
-        let err = TaskState::Spawned
+        let err = spawned()
             .apply(&id(), TaskEvent::Finished(Ok(Exit::Succeeded)), t0())
             .unwrap_err();
         assert_eq!(
@@ -389,6 +409,6 @@ mod tests {
     fn only_executing_states_hold_a_slot() {
         assert!(running().holds_slot());
         assert!(cancelling(CancelSource::User).holds_slot());
-        assert!(!TaskState::Spawned.holds_slot());
+        assert!(!spawned().holds_slot());
     }
 }

@@ -88,6 +88,7 @@ impl Executor for GateExecutor {
 }
 
 struct Harness {
+    clock: ManualClock,
     source: FakeTaskSource,
     metrics: RecordingMetrics,
     executor: Arc<GateExecutor>,
@@ -112,10 +113,11 @@ fn spawn_supervisor(max: i64, executor: GateExecutor) -> Harness {
     let source = FakeTaskSource::default();
     let metrics = RecordingMetrics::default();
     let executor = Arc::new(executor);
+    let clock = ManualClock::default();
     let ports = Ports {
         source: Arc::new(source.clone()),
         executor: executor.clone(),
-        clock: Arc::new(ManualClock::default()),
+        clock: Arc::new(clock.clone()),
         metrics: Arc::new(metrics.clone()),
     };
     let (events, rx) = mpsc::channel(16);
@@ -123,6 +125,7 @@ fn spawn_supervisor(max: i64, executor: GateExecutor) -> Harness {
     let supervisor = Supervisor::new(ports, settings(max), Readiness::default());
     let stopped = tokio::spawn(supervisor.run(rx, shutdown.clone()));
     Harness {
+        clock,
         source,
         metrics,
         executor,
@@ -468,4 +471,42 @@ async fn an_executor_panic_is_reported_as_an_unknown_failure() {
     ));
     drop(tx);
     run.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dispatched_task_is_cancellable_until_its_retention_ends() {
+    let h = spawn_supervisor(0, GateExecutor::default());
+    for raw in ["d1", "d2"] {
+        h.events.send(assigned(raw)).await.unwrap();
+    }
+    h.executor.wait_started(2).await;
+    h.executor.finish("d1", Ok(Exit::Spawned));
+    h.executor.finish("d2", Ok(Exit::Spawned));
+    // Fresh entries still reach the backend's cancel hook.
+    h.events
+        .send(ControlEvent::CancelRequested(id("d1")))
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while h.executor.backend_cancels.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the cancel hook ran for the fresh entry");
+    // A day later the other entry is gone: its cancel is ignored.
+    h.clock.advance(SPAWNED_RETENTION + Duration::from_secs(1));
+    h.events.send(assigned("probe-2")).await.unwrap();
+    h.events
+        .send(ControlEvent::CancelRequested(id("d2")))
+        .await
+        .unwrap();
+    h.events.send(assigned("probe-3")).await.unwrap();
+    h.source.wait_for_reports(4, WAIT).await;
+    // Let any (wrongly) spawned cancel hook run before checking it did not.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(*h.executor.backend_cancels.lock().unwrap(), ["d1"]);
+    assert_eq!(h.metrics.finished(TaskResult::Dispatched), 2);
 }
