@@ -210,6 +210,40 @@ mod tests {
     }
 
     #[test]
+    fn the_assignment_carries_the_run_config_owner_secrets_and_images() {
+        use crate::adapters::control_plane::protocol::AssignmentData;
+        use crate::local::runs::RunStore;
+
+        let body = r#"{"prompt": "hi", "title": "T", "team": true,
+            "config": {"worker_host": "w", "model_id": "m", "idle_timeout_minutes": 3}}"#;
+        let mut store = RunStore::new(std::time::Duration::from_secs(1));
+        let run = store.create(parse_create(body.as_bytes()).unwrap(), 0);
+        let options = RunOptions {
+            secrets: BTreeMap::from([("GITHUB_ACCESS_TOKEN".to_owned(), "s3cret".to_owned())]),
+            docker_image: Some("img:1".into()),
+            sidecar_image: Some("side:2".into()),
+            ..RunOptions::default()
+        };
+        let data = assignment(&run, &options);
+        assert_eq!(data["task"]["owner"], json!({"Type": "TEAM", "Id": 1}));
+        assert_eq!(data["task"]["task_definition"]["prompt"], "hi");
+        assert_eq!(data["task"]["agent_config_snapshot"]["model_id"], "m");
+        assert_eq!(data["env_vars"]["GITHUB_ACCESS_TOKEN"], "s3cret");
+        assert_eq!(
+            (
+                data["docker_image"].as_str(),
+                data["sidecar_image"].as_str()
+            ),
+            (Some("img:1"), Some("side:2"))
+        );
+        // The worker's own decoder accepts it.
+        let decoded: AssignmentData = serde_json::from_value(data).unwrap();
+        assert_eq!(decoded.task_id.as_deref(), Some(run.id.as_str()));
+        let snapshot = decoded.task.unwrap().agent_config_snapshot.unwrap();
+        assert_eq!(snapshot.idle_timeout_minutes, Some(3));
+    }
+
+    #[test]
     fn a_good_body_keeps_the_config_as_the_snapshot() {
         let body = r#"{"prompt": "hello", "team": true,
             "config": {"worker_host": "w", "model_id": "m", "mcp_servers": {"x": {"url": "u"}}}}"#;
