@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use oz_agent_worker::local::{LocalControlPlane, RunOptions};
+use oz_agent_worker::local::{LocalControlPlane, RunOptions, RunState};
 
 use crate::support::daemon::{API_KEY, Daemon, spawn_direct};
 use crate::support::require;
@@ -180,7 +180,12 @@ out({"answer": answer, "run": run.model_dump(mode="json", by_alias=True), "again
 async fn two_workers_with_one_id_share_a_burst_of_runs() {
     let Some(python) = python() else { return };
     let cp = control_plane().await;
-    let knobs = ["--max-concurrent-tasks", "1", "-e", "OZ_STANDIN_SLEEP=1"];
+    // Every agent waits for this file, so both workers stay at capacity until the test has
+    // seen runs rejected and offered again.
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("go");
+    let wait = format!("OZ_STANDIN_WAIT_FILE={}", gate.display());
+    let knobs = ["--max-concurrent-tasks", "1", "-e", wait.as_str()];
     let first = worker(&cp, "shared-w", &knobs).await;
     let second = worker(&cp, "shared-w", &knobs).await;
     cp.wait_connections(Duration::from_secs(30), |c| {
@@ -188,20 +193,48 @@ async fn two_workers_with_one_id_share_a_burst_of_runs() {
     })
     .await
     .expect("both workers connect");
-    let result = sdk::run(
+    let created = sdk::run(
         &python,
         &cp,
         r#"
 ids = [client.agent.run(prompt=f"burst {n}", config={"worker_host": "shared-w"}).run_id
        for n in range(4)]
-runs = [wait_for(run_id, ["SUCCEEDED", "FAILED", "CANCELLED"], timeout=90) for run_id in ids]
-out({"ids": ids, "states": [r.state for r in runs]})
+out(ids)
 "#,
         &[],
     )
     .await;
+    let mut ids: Vec<String> = serde_json::from_value(created).unwrap();
+    let poll = async {
+        loop {
+            let runs = cp.runs();
+            let running = runs
+                .iter()
+                .filter(|r| r.state == RunState::InProgress)
+                .count();
+            if running == 2 && runs.iter().any(|r| r.offers > 1) {
+                return runs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let runs = tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .unwrap_or_else(|_| panic!("never saw 2 running and a re-offer: {:?}", cp.runs()));
+    assert!(runs.iter().all(|r| r.state != RunState::Failed), "{runs:?}");
+    std::fs::write(&gate, "").unwrap();
+
+    let mut args: Vec<&str> = ids.iter().map(String::as_str).collect();
+    args.sort_unstable();
+    let states = sdk::run(
+        &python,
+        &cp,
+        "out([wait_for(r, ['SUCCEEDED', 'FAILED', 'CANCELLED'], timeout=90).state for r in sys.argv[1:]])",
+        &args,
+    )
+    .await;
     assert_eq!(
-        result["states"],
+        states,
         serde_json::json!(["SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED"])
     );
     let (a, b) = (task_ids(&first), task_ids(&second));
@@ -211,14 +244,8 @@ out({"ids": ids, "states": [r.state for r in runs]})
     );
     let mut all: Vec<String> = a.into_iter().chain(b).collect();
     all.sort();
-    let mut ids: Vec<String> = serde_json::from_value(result["ids"].clone()).unwrap();
     ids.sort();
     assert_eq!(all, ids, "each run ran exactly once");
-    assert!(
-        cp.runs().iter().any(|r| r.offers > 1),
-        "workers at capacity rejected some runs, which were offered again: {:?}",
-        cp.runs()
-    );
     first.stop().await.unwrap();
     second.stop().await.unwrap();
 }
