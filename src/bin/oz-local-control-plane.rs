@@ -48,16 +48,23 @@ struct Args {
     sidecar_image: Option<String>,
     /// An env var for every API run's assignment (`env_vars`), as KEY=VALUE; repeatable.
     /// Values are secrets and are never printed.
-    #[arg(long = "secret", value_name = "KEY=VALUE", value_parser = parse_secret)]
-    secrets: Vec<(String, String)>,
+    #[arg(long = "secret", value_name = "KEY=VALUE")]
+    secrets: Vec<String>,
 }
 
-/// Parses `KEY=VALUE` without echoing the value in errors.
-fn parse_secret(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err("expected KEY=VALUE with a non-empty KEY".into()),
-    }
+/// Parses the `--secret` values; the error names the argument's position, never its text
+/// (which may be a secret).
+fn parse_secrets(raw: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
+    raw.iter()
+        .enumerate()
+        .map(|(n, text)| match text.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => Err(format!(
+                "--secret number {}: expected KEY=VALUE with a non-empty KEY",
+                n + 1
+            )),
+        })
+        .collect()
 }
 
 /// Where one sample task stands.
@@ -74,8 +81,15 @@ enum Stage {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    let secrets = match parse_secrets(&args.secrets) {
+        Ok(secrets) => secrets,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(64);
+        }
+    };
     let options = RunOptions {
-        secrets: args.secrets.iter().cloned().collect(),
+        secrets,
         docker_image: args.docker_image.clone(),
         sidecar_image: args.sidecar_image.clone(),
         ..RunOptions::default()

@@ -371,3 +371,85 @@ out({
     );
     assert_eq!(result["cancelled"], "CANCELLED");
 }
+
+/// The README's three-line script, verbatim.
+const THREE_LINES: &str = r#"
+from oz_agent_sdk import OzAPI
+run = OzAPI().agent.run(prompt="Say hello", config={"worker_host": "demo"})
+print(run.run_id, run.state)
+"#;
+
+#[tokio::test]
+async fn the_binary_serves_the_run_api_to_the_three_line_script() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let Some(python) = python() else { return };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_oz-local-control-plane"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            API_KEY,
+            "--tasks",
+            "0",
+        ])
+        .args(["--secret", &format!("GITHUB_ACCESS_TOKEN={SECRET}")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base_url = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("run-api base_url=") {
+                return url.to_owned();
+            }
+        }
+        panic!("the binary exited without announcing the run API");
+    })
+    .await
+    .expect("the binary announces its run API");
+    // The script prints `<run id> <state>`; wrap it to get JSON back.
+    let script = format!(
+        "import contextlib, io\nbuf = io.StringIO()\nwith contextlib.redirect_stdout(buf):\n    exec({THREE_LINES:?})\nout(buf.getvalue().split())"
+    );
+    let printed = sdk::run_at(&python, &base_url, &script, &[]).await;
+    assert_eq!(
+        printed[1], "QUEUED",
+        "no worker `demo` is connected: {printed}"
+    );
+    let run_id = printed[0].as_str().unwrap();
+    let cancelled = sdk::run_at(
+        &python,
+        &base_url,
+        "client.agent.runs.cancel(sys.argv[1])\nout(client.agent.runs.retrieve(sys.argv[1]).state)",
+        &[run_id],
+    )
+    .await;
+    assert_eq!(cancelled, "CANCELLED");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_secret_flag_is_refused_without_echoing_it() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_oz-local-control-plane"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            API_KEY,
+            "--tasks",
+            "0",
+        ])
+        .args(["--secret", SECRET])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--secret number 1: expected KEY=VALUE"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
+}

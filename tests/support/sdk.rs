@@ -60,6 +60,19 @@ pub async fn run(
     script: &str,
     args: &[&str],
 ) -> serde_json::Value {
+    run_at(python, &cp.api_base_url(), script, args).await
+}
+
+/// As [`run`], against the run API at `base_url` (`OZ_API_BASE_URL`).
+///
+/// # Panics
+/// As [`run`].
+pub async fn run_at(
+    python: &str,
+    base_url: &str,
+    script: &str,
+    args: &[&str],
+) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("script.py");
     std::fs::write(&file, format!("{PRELUDE}\n{script}")).unwrap();
@@ -67,7 +80,7 @@ pub async fn run(
         .arg(&file)
         .args(args)
         .env("WARP_API_KEY", API_KEY)
-        .env("OZ_API_BASE_URL", cp.api_base_url())
+        .env("OZ_API_BASE_URL", base_url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
