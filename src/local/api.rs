@@ -329,3 +329,7 @@ pub fn problem(status: StatusCode, instance: &str, detail: &str) -> Response<Ful
     headers.insert("x-should-retry", header::HeaderValue::from_static("false"));
     response
 }
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+mod tests;
