@@ -5,6 +5,11 @@
 //! task `--cancel-after` seconds after assigning it, and with `--exit-when-done` exits once
 //! every task is terminal: 0 when none failed, 1 otherwise. Rejected tasks are re-sent after a
 //! second, as the real server re-queues them.
+//!
+//! It also serves the run API of Oz's public API under `http://<listen>/api/v1` (create, get,
+//! list and cancel runs, with the same bearer key), so the official `oz-agent-sdk` can drive
+//! workers through it; use `--tasks 0` to serve only that. `--secret KEY=VALUE` (repeatable),
+//! `--docker-image` and `--sidecar-image` go into the assignments of those runs.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -13,7 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use oz_agent_worker::adapters::control_plane::protocol::{TASK_STATE_CANCELLED, WorkerMessage};
-use oz_agent_worker::local::{LocalControlPlane, sample_assignment};
+use oz_agent_worker::local::{LocalControlPlane, RunOptions, sample_assignment};
 use tokio::time::Instant;
 
 /// Command-line options.
@@ -35,9 +40,31 @@ struct Args {
     /// Exit when every task is terminal (0 if none failed, 1 otherwise).
     #[arg(long)]
     exit_when_done: bool,
-    /// Sets `docker_image` in the sample assignments.
+    /// Sets `docker_image` in the sample assignments and in those of API runs.
     #[arg(long)]
     docker_image: Option<String>,
+    /// Sets `sidecar_image` in the assignments of API runs.
+    #[arg(long)]
+    sidecar_image: Option<String>,
+    /// An env var for every API run's assignment (`env_vars`), as KEY=VALUE; repeatable.
+    /// Values are secrets and are never printed.
+    #[arg(long = "secret", value_name = "KEY=VALUE")]
+    secrets: Vec<String>,
+}
+
+/// Parses the `--secret` values; the error names the argument's position, never its text
+/// (which may be a secret).
+fn parse_secrets(raw: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
+    raw.iter()
+        .enumerate()
+        .map(|(n, text)| match text.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => Err(format!(
+                "--secret number {}: expected KEY=VALUE with a non-empty KEY",
+                n + 1
+            )),
+        })
+        .collect()
 }
 
 /// Where one sample task stands.
@@ -54,7 +81,20 @@ enum Stage {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let cp = match LocalControlPlane::start(args.listen, args.api_key.clone()).await {
+    let secrets = match parse_secrets(&args.secrets) {
+        Ok(secrets) => secrets,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(64);
+        }
+    };
+    let options = RunOptions {
+        secrets,
+        docker_image: args.docker_image.clone(),
+        sidecar_image: args.sidecar_image.clone(),
+        ..RunOptions::default()
+    };
+    let cp = match LocalControlPlane::start_with(args.listen, args.api_key.clone(), options).await {
         Ok(cp) => cp,
         Err(err) => {
             eprintln!("cannot listen on {}: {err}", args.listen);
@@ -62,6 +102,7 @@ async fn main() -> ExitCode {
         }
     };
     println!("listening url={}", cp.ws_url());
+    println!("run-api base_url={}", cp.api_base_url());
     let ids: Vec<String> = (1..=args.tasks)
         .map(|n| format!("local-task-{n}"))
         .collect();

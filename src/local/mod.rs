@@ -7,11 +7,17 @@
 //! after accepting, drop connections, send raw frames).
 //!
 //! It accepts TCP itself and serves HTTP/1.1 with hyper, upgrading only requests for
-//! [`WS_PATH`]; other paths answer 404 today, which leaves room for an HTTP API on the same
-//! listener.
+//! [`WS_PATH`]. Under `/api/v1/agent/runs` it also answers the part of Oz's public run API
+//! that creates and follows runs (see `api`), so the official `oz-agent-sdk` can drive it;
+//! those runs are routed to connected workers by `worker_id` (see `runs`).
 
+mod api;
+mod api_model;
+mod runs;
 mod server;
+mod timestamp;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::adapters::control_plane::protocol::{
     WorkerMessage, encode_assignment, encode_cancellation,
 };
+pub use runs::RunState;
 use server::{Command, Shared};
 
 /// The WebSocket path, as on Warp's server.
@@ -61,6 +68,56 @@ impl Default for ServerOptions {
             close_after_accept: false,
         }
     }
+}
+
+/// How runs created through the run API become assignments.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Sent as every assignment's `env_vars` (secrets: never logged).
+    pub secrets: BTreeMap<String, String>,
+    /// Sent as `docker_image`, when set.
+    pub docker_image: Option<String>,
+    /// Sent as `sidecar_image`, when set.
+    pub sidecar_image: Option<String>,
+    /// How long a rejected run waits before it is offered again.
+    pub retry_delay: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            secrets: BTreeMap::new(),
+            docker_image: None,
+            sidecar_image: None,
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("docker_image", &self.docker_image)
+            .field("sidecar_image", &self.sidecar_image)
+            .field("retry_delay", &self.retry_delay)
+            .finish()
+    }
+}
+
+/// A run as the local control plane tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// `run_id`.
+    pub id: String,
+    /// The state.
+    pub state: RunState,
+    /// `config.worker_host`.
+    pub worker_host: String,
+    /// How many times it was sent to a worker.
+    pub offers: u32,
+    /// The latest status message.
+    pub status_message: Option<String>,
 }
 
 /// One upgrade request as the server saw it.
@@ -138,11 +195,25 @@ impl LocalControlPlane {
     /// # Errors
     /// The bind error.
     pub async fn start(addr: SocketAddr, api_key: impl Into<String>) -> std::io::Result<Self> {
+        Self::start_with(addr, api_key, RunOptions::default()).await
+    }
+
+    /// As [`LocalControlPlane::start`], with `runs` configuring the run API's assignments.
+    /// The run API accepts the same bearer key as the worker connection.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn start_with(
+        addr: SocketAddr,
+        api_key: impl Into<String>,
+        runs: RunOptions,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(api_key.into()));
+        let shared = Arc::new(Shared::new(api_key.into(), runs));
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
+        tracker.spawn(server::dispatch_loop(shared.clone(), stop.clone()));
         tracker.spawn(server::accept_loop(
             listener,
             shared.clone(),
@@ -160,6 +231,27 @@ impl LocalControlPlane {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://<addr>/api/v1`: the `OZ_API_BASE_URL` for the SDK.
+    pub fn api_base_url(&self) -> String {
+        format!("http://{}{}", self.addr, api::API_PREFIX)
+    }
+
+    /// Every run created through the run API, oldest first.
+    pub fn runs(&self) -> Vec<RunSummary> {
+        let store = self.shared.runs.lock().unwrap_or_else(|e| e.into_inner());
+        store
+            .all()
+            .into_iter()
+            .map(|run| RunSummary {
+                id: run.id.clone(),
+                state: run.state,
+                worker_host: run.spec.worker_host.clone(),
+                offers: run.offers,
+                status_message: run.status_message.clone(),
+            })
+            .collect()
     }
 
     /// `ws://<addr>/api/v1/selfhosted/worker/ws`.

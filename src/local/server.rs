@@ -1,5 +1,6 @@
 //! The local control plane's server side: the accept loop, HTTP routing with hyper, the
-//! WebSocket upgrade, and one task per connection that owns its socket.
+//! WebSocket upgrade, the run API, one task per connection that owns its socket, and the
+//! dispatcher that sends queued runs to connected workers.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -22,8 +23,21 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{ConnectionId, ConnectionInfo, Handshake, Received, SendError, ServerOptions, WS_PATH};
-use crate::adapters::control_plane::protocol::WorkerMessage;
+use super::api::{self, API_PREFIX, ApiRequest, Effect};
+use super::api_model::assignment;
+use super::runs::RunStore;
+use super::{
+    ConnectionId, ConnectionInfo, Handshake, Received, RunOptions, SendError, ServerOptions,
+    WS_PATH, timestamp,
+};
+use crate::adapters::control_plane::protocol::{
+    WorkerMessage, encode_assignment, encode_cancellation,
+};
+
+/// The largest run API body accepted.
+const MAX_BODY: usize = 1 << 20;
+/// How often the dispatcher offers queued runs and promotes claimed ones.
+const DISPATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What the handle asks a connection task to do.
 #[derive(Debug)]
@@ -47,10 +61,15 @@ pub(super) struct Shared {
     messages_tx: mpsc::UnboundedSender<Received>,
     pub(super) messages_rx: Mutex<mpsc::UnboundedReceiver<Received>>,
     next_id: AtomicU64,
+    /// Runs created through the run API.
+    pub(super) runs: std::sync::Mutex<RunStore>,
+    run_options: RunOptions,
+    /// The `worker_id` of each open, served connection.
+    worker_ids: std::sync::Mutex<BTreeMap<ConnectionId, String>>,
 }
 
 impl Shared {
-    pub(super) fn new(api_key: String) -> Self {
+    pub(super) fn new(api_key: String, run_options: RunOptions) -> Self {
         let (messages_tx, messages_rx) = mpsc::unbounded_channel();
         Self {
             api_key,
@@ -61,6 +80,41 @@ impl Shared {
             messages_tx,
             messages_rx: Mutex::new(messages_rx),
             next_id: AtomicU64::new(1),
+            runs: std::sync::Mutex::new(RunStore::new(run_options.retry_delay)),
+            run_options,
+            worker_ids: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, RunStore> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `command` to connection `id`.
+    fn send_to(&self, id: ConnectionId, command: Command) -> Result<(), SendError> {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = commands.get(&id).ok_or(SendError::NoConnection)?;
+        tx.send(command).map_err(|_| SendError::NoConnection)
+    }
+
+    /// Promotes claimed runs and sends every due queued run to a connection of its worker id.
+    fn dispatch(&self) {
+        let workers = self
+            .worker_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let now = tokio::time::Instant::now().into_std();
+        let mut store = self.lock_runs();
+        store.tick(now, timestamp::now_us());
+        for (run_id, conn) in store.offers(now, &workers) {
+            let Some(run) = store.get(&run_id) else {
+                continue;
+            };
+            let frame = encode_assignment(&assignment(run, &self.run_options));
+            if self.send_to(conn, Command::Send(frame)).is_err() {
+                store.undeliverable(&run_id);
+            }
         }
     }
 
@@ -112,7 +166,7 @@ pub(super) async fn accept_loop(
                 let shared = shared.clone();
                 let stop = stop.clone();
                 let tracker = inner_tracker.clone();
-                async move { Ok::<_, Infallible>(route(request, shared, stop, tracker)) }
+                async move { Ok::<_, Infallible>(route(request, shared, stop, tracker).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -122,17 +176,53 @@ pub(super) async fn accept_loop(
     }
 }
 
-/// Routes one HTTP request. Only [`WS_PATH`] exists so far.
-fn route(
+/// Routes one HTTP request: [`WS_PATH`] upgrades, the run API under `/api/v1/agent/`.
+async fn route(
     request: Request<Incoming>,
     shared: Arc<Shared>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) -> Response<Full<Bytes>> {
-    if request.uri().path() == WS_PATH {
+    let path = request.uri().path().to_owned();
+    if path == WS_PATH {
         return upgrade(request, shared, stop, tracker);
     }
-    text_response(StatusCode::NOT_FOUND, "not found")
+    if !path.starts_with(&format!("{API_PREFIX}/agent/")) && path != format!("{API_PREFIX}/agent") {
+        return text_response(StatusCode::NOT_FOUND, "not found");
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(body) = Limited::new(body, MAX_BODY).collect().await else {
+        let detail = format!("the body could not be read (at most {MAX_BODY} bytes)");
+        return api::problem(StatusCode::UNPROCESSABLE_ENTITY, &path, &detail);
+    };
+    let body = body.to_bytes();
+    let api_request = ApiRequest {
+        method: &parts.method,
+        path: &path,
+        query: parts.uri.query(),
+        authorization: parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        body: &body,
+    };
+    let (response, effect) = api::handle(&api_request, &shared.api_key, &mut shared.lock_runs());
+    if let Effect::Cancel(conn, run_id) = effect {
+        let _ = shared.send_to(conn, Command::Send(encode_cancellation(&run_id)));
+    }
+    response
+}
+
+/// Runs the dispatcher every [`DISPATCH_EVERY`] until `stop` fires.
+pub(super) async fn dispatch_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(DISPATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => shared.dispatch(),
+        }
+    }
 }
 
 fn upgrade(
@@ -177,6 +267,12 @@ fn upgrade(
     };
 
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    let worker_id = handshake
+        .query_pairs()
+        .into_iter()
+        .find(|(key, _)| key == "worker_id")
+        .map(|(_, value)| value)
+        .unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(&mut request);
     tracker.spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
@@ -193,6 +289,11 @@ fn upgrade(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, tx);
+            shared
+                .worker_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, worker_id);
         }
         shared.connections.send_modify(|conns| {
             conns.push(ConnectionInfo {
@@ -208,10 +309,16 @@ fn upgrade(
         } else {
             serve_connection(id, socket, rx, &shared, &stop).await;
             shared
+                .worker_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            shared
                 .commands
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
+            shared.lock_runs().on_disconnected(id, timestamp::now_us());
         }
         shared.update_connection(id, |conn| conn.open = false);
     });
@@ -260,6 +367,10 @@ async fn serve_connection(
                 Some(Ok(Message::Text(text))) => {
                     let text = text.as_str().to_owned();
                     let message = WorkerMessage::parse(&text).ok();
+                    if let Some(message) = &message {
+                        let now = tokio::time::Instant::now().into_std();
+                        shared.lock_runs().on_message(id, message, now, timestamp::now_us());
+                    }
                     let _ = shared.messages_tx.send(Received { connection: id, text, message });
                 }
                 Some(Ok(Message::Ping(_))) => shared.update_connection(id, |c| c.pings += 1),

@@ -9,3 +9,4 @@ mod docker;
 mod docker_images;
 mod kubernetes;
 mod local_control_plane;
+mod sdk;

@@ -5,6 +5,7 @@
 pub mod http;
 pub mod otlp;
 pub mod prometheus;
+pub mod sdk;
 
 /// Whether a test that needs `what` should run.
 ///

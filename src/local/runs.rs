@@ -1,0 +1,376 @@
+//! The local control plane's run store: a pure state machine for runs created through the
+//! public run API, and the routing of queued runs to connected workers.
+//!
+//! States follow Warp's `RunState`: a run starts `QUEUED`; it is offered (sent as a
+//! `task_assignment`) to one open connection whose `worker_id` equals `config.worker_host`,
+//! picking the least-loaded one and rotating among ties; `task_claimed` makes it `CLAIMED`
+//! and the next [`RunStore::tick`] makes it `INPROGRESS` (the worker protocol has no "started"
+//! message: the worker starts the agent right after claiming); `task_completed` makes it
+//! `SUCCEEDED`, or `CANCELLED` with `task_state: CANCELLED`; `task_failed` makes it `FAILED`.
+//! The worker's message goes to `status_message`. `task_rejected`, or the connection ending
+//! before a claim, puts the run back in the queue, offered again after `retry_delay`. A run for
+//! a worker id that is not connected stays `QUEUED`. Nothing here does I/O; time is passed in.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::ConnectionId;
+use crate::adapters::control_plane::protocol::{TASK_STATE_CANCELLED, WorkerMessage};
+
+/// The state of a run, spelled as in the public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RunState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker claimed it.
+    Claimed,
+    /// The worker is running it.
+    InProgress,
+    /// It completed.
+    Succeeded,
+    /// It failed.
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl RunState {
+    /// The API spelling (`QUEUED`, `CLAIMED`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::Claimed => "CLAIMED",
+            Self::InProgress => "INPROGRESS",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Parses the API spelling; `None` for states this server never produces
+    /// (`PENDING`, `BLOCKED`, `ERROR`) or unknown text.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Claimed,
+            Self::InProgress,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+
+    /// True for `SUCCEEDED`, `FAILED` and `CANCELLED`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// What a run was created with (already validated by the API layer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// The prompt.
+    pub prompt: String,
+    /// The title.
+    pub title: String,
+    /// The `config` object as sent (the worker's `agent_config_snapshot`).
+    pub config: serde_json::Value,
+    /// `config.worker_host`: the worker id that must run it.
+    pub worker_host: String,
+    /// Team-owned (`team: true`) or user-owned.
+    pub team: bool,
+    /// Custom metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// `run_id` (also the `task_id`).
+    pub id: String,
+    /// Creation order, from 1.
+    pub seq: u64,
+    /// What it was created with.
+    pub spec: NewRun,
+    /// The current state.
+    pub state: RunState,
+    /// Microseconds since the Unix epoch.
+    pub created_at: u64,
+    /// Microseconds since the Unix epoch.
+    pub updated_at: u64,
+    /// When a worker claimed it (microseconds since the Unix epoch).
+    pub started_at: Option<u64>,
+    /// The latest status text (the worker's message once terminal).
+    pub status_message: Option<String>,
+    /// The connection it was last sent to, while not terminal.
+    pub connection: Option<ConnectionId>,
+    /// How many times it was sent.
+    pub offers: u32,
+    /// Not offered before this instant (after a rejection).
+    not_before: Option<Instant>,
+    /// Claimed at this instant; promoted to INPROGRESS on the next tick.
+    claimed_at: Option<Instant>,
+    /// A cancellation was requested.
+    pub cancel_requested: bool,
+}
+
+/// Why a cancel request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelError {
+    /// No run with that id.
+    NotFound,
+    /// The run is already terminal, in this state.
+    Finished(RunState),
+}
+
+/// What the server must do after a cancel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelAction {
+    /// The run was only queued: it is now `CANCELLED`, nothing to send.
+    CancelledInQueue,
+    /// Send a `task_cancellation` on this connection; the worker reports the outcome.
+    Send(ConnectionId),
+}
+
+/// All runs, in memory.
+#[derive(Debug)]
+pub struct RunStore {
+    runs: BTreeMap<String, Run>,
+    next_seq: u64,
+    retry_delay: Duration,
+    rotation: BTreeMap<String, u64>,
+}
+
+impl RunStore {
+    /// An empty store; rejected runs wait `retry_delay` before being offered again.
+    pub fn new(retry_delay: Duration) -> Self {
+        Self {
+            runs: BTreeMap::new(),
+            next_seq: 1,
+            retry_delay,
+            rotation: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a `QUEUED` run created at `now_us` and returns it.
+    pub fn create(&mut self, spec: NewRun, now_us: u64) -> Run {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let id = format!("run-{seq:06}-{:08x}", fastrand::u32(..));
+        let status = format!("Waiting for worker {:?}", spec.worker_host);
+        let run = Run {
+            id: id.clone(),
+            seq,
+            spec,
+            state: RunState::Queued,
+            created_at: now_us,
+            updated_at: now_us,
+            started_at: None,
+            status_message: Some(status),
+            connection: None,
+            offers: 0,
+            not_before: None,
+            claimed_at: None,
+            cancel_requested: false,
+        };
+        self.runs.insert(id, run.clone());
+        run
+    }
+
+    /// The run with this id.
+    pub fn get(&self, id: &str) -> Option<&Run> {
+        self.runs.get(id)
+    }
+
+    /// Every run, oldest first.
+    pub fn all(&self) -> Vec<&Run> {
+        let mut runs: Vec<&Run> = self.runs.values().collect();
+        runs.sort_by_key(|run| run.seq);
+        runs
+    }
+
+    /// Picks, for each queued run due at `now` whose worker id has an open connection in
+    /// `workers` (connection → worker id), the least-loaded such connection (rotating among
+    /// ties), marks it sent and returns `(run id, connection)` pairs in creation order.
+    pub fn offers(
+        &mut self,
+        now: Instant,
+        workers: &BTreeMap<ConnectionId, String>,
+    ) -> Vec<(String, ConnectionId)> {
+        let mut load: BTreeMap<ConnectionId, usize> = workers.keys().map(|c| (*c, 0)).collect();
+        for run in self.runs.values() {
+            if let Some(conn) = run.connection
+                && !run.state.is_terminal()
+                && let Some(count) = load.get_mut(&conn)
+            {
+                *count += 1;
+            }
+        }
+        let mut due: Vec<&mut Run> = self
+            .runs
+            .values_mut()
+            .filter(|run| {
+                run.state == RunState::Queued
+                    && run.connection.is_none()
+                    && !run.cancel_requested
+                    && run.not_before.is_none_or(|at| at <= now)
+            })
+            .collect();
+        due.sort_by_key(|run| run.seq);
+        let mut sent = Vec::new();
+        for run in due {
+            let candidates: Vec<ConnectionId> = workers
+                .iter()
+                .filter(|(_, worker)| **worker == run.spec.worker_host)
+                .map(|(conn, _)| *conn)
+                .collect();
+            let Some(least) = candidates.iter().map(|c| load[c]).min() else {
+                continue;
+            };
+            let tied: Vec<ConnectionId> = candidates
+                .into_iter()
+                .filter(|c| load[c] == least)
+                .collect();
+            let turn = self
+                .rotation
+                .entry(run.spec.worker_host.clone())
+                .or_default();
+            let conn = tied[(*turn as usize) % tied.len()];
+            *turn += 1;
+            *load.entry(conn).or_default() += 1;
+            run.connection = Some(conn);
+            run.offers += 1;
+            run.not_before = None;
+            sent.push((run.id.clone(), conn));
+        }
+        sent
+    }
+
+    /// Applies one message from the worker on `conn`; returns false when it names no run of
+    /// this store (e.g. a hand-made assignment) or arrives after the run ended.
+    pub fn on_message(
+        &mut self,
+        conn: ConnectionId,
+        message: &WorkerMessage,
+        now: Instant,
+        now_us: u64,
+    ) -> bool {
+        let retry_delay = self.retry_delay;
+        let Some(run) = self.runs.get_mut(message.task_id()) else {
+            return false;
+        };
+        if run.state.is_terminal() {
+            return false;
+        }
+        match message {
+            WorkerMessage::TaskClaimed { worker_id, .. } => {
+                run.state = RunState::Claimed;
+                run.connection = Some(conn);
+                run.started_at = Some(now_us);
+                run.claimed_at = Some(now);
+                run.status_message = Some(format!("Claimed by worker {worker_id:?}"));
+            }
+            WorkerMessage::TaskRejected { reason, .. } => {
+                if run.cancel_requested {
+                    finish(
+                        run,
+                        RunState::Cancelled,
+                        "Cancelled before a worker claimed it",
+                    );
+                } else {
+                    run.state = RunState::Queued;
+                    run.connection = None;
+                    run.started_at = None;
+                    run.not_before = Some(now + retry_delay);
+                    run.status_message = Some(format!("Re-queued: worker rejected it: {reason}"));
+                }
+            }
+            WorkerMessage::TaskCompleted {
+                message,
+                task_state,
+                ..
+            } => {
+                let state = if task_state.as_deref() == Some(TASK_STATE_CANCELLED) {
+                    RunState::Cancelled
+                } else {
+                    RunState::Succeeded
+                };
+                finish(run, state, message);
+            }
+            WorkerMessage::TaskFailed { message, .. } => finish(run, RunState::Failed, message),
+        }
+        run.updated_at = now_us;
+        true
+    }
+
+    /// Promotes runs claimed before `now` to `INPROGRESS`.
+    pub fn tick(&mut self, now: Instant, now_us: u64) {
+        for run in self.runs.values_mut() {
+            if run.state == RunState::Claimed && run.claimed_at.is_some_and(|at| at <= now) {
+                run.state = RunState::InProgress;
+                run.status_message = Some("Running".into());
+                run.updated_at = now_us;
+            }
+        }
+    }
+
+    /// The connection `conn` ended: runs sent to it but not claimed go back to the queue.
+    /// Claimed runs keep their state: the worker reports them when it reconnects.
+    pub fn on_disconnected(&mut self, conn: ConnectionId, now_us: u64) {
+        for run in self.runs.values_mut() {
+            if run.connection == Some(conn) && run.state == RunState::Queued {
+                run.connection = None;
+                run.status_message = Some("Re-queued: the worker disconnected".into());
+                run.updated_at = now_us;
+            }
+        }
+    }
+
+    /// A sent run could not be delivered (its connection is gone): back to the queue.
+    pub fn undeliverable(&mut self, id: &str) {
+        if let Some(run) = self.runs.get_mut(id)
+            && run.state == RunState::Queued
+        {
+            run.connection = None;
+        }
+    }
+
+    /// Requests cancellation of run `id`.
+    ///
+    /// # Errors
+    /// [`CancelError::NotFound`] for an unknown id, [`CancelError::Finished`] when terminal.
+    pub fn cancel(&mut self, id: &str, now_us: u64) -> Result<CancelAction, CancelError> {
+        let run = self.runs.get_mut(id).ok_or(CancelError::NotFound)?;
+        if run.state.is_terminal() {
+            return Err(CancelError::Finished(run.state));
+        }
+        run.cancel_requested = true;
+        run.updated_at = now_us;
+        match run.connection {
+            Some(conn) => {
+                run.status_message = Some("Cancellation requested".into());
+                Ok(CancelAction::Send(conn))
+            }
+            None => {
+                finish(
+                    run,
+                    RunState::Cancelled,
+                    "Cancelled before a worker claimed it",
+                );
+                Ok(CancelAction::CancelledInQueue)
+            }
+        }
+    }
+}
+
+fn finish(run: &mut Run, state: RunState, message: &str) {
+    run.state = state;
+    run.status_message = Some(message.to_owned());
+    run.connection = None;
+}
+
+#[cfg(test)]
+#[path = "runs_tests.rs"]
+mod tests;

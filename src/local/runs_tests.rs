@@ -1,0 +1,211 @@
+//! Table tests for the run store's state machine and routing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const DELAY: Duration = Duration::from_secs(1);
+
+fn spec(worker: &str) -> NewRun {
+    NewRun {
+        prompt: "p".into(),
+        title: "t".into(),
+        config: serde_json::json!({"worker_host": worker}),
+        worker_host: worker.into(),
+        team: false,
+        metadata: BTreeMap::new(),
+    }
+}
+
+fn workers(list: &[(ConnectionId, &str)]) -> BTreeMap<ConnectionId, String> {
+    list.iter().map(|(c, w)| (*c, (*w).to_owned())).collect()
+}
+
+fn claimed(id: &str) -> WorkerMessage {
+    WorkerMessage::TaskClaimed {
+        task_id: id.into(),
+        worker_id: "w".into(),
+    }
+}
+
+fn rejected(id: &str) -> WorkerMessage {
+    WorkerMessage::TaskRejected {
+        task_id: id.into(),
+        reason: "worker at maximum concurrency".into(),
+    }
+}
+
+fn completed(id: &str, state: Option<&str>) -> WorkerMessage {
+    WorkerMessage::TaskCompleted {
+        task_id: id.into(),
+        message: "done".into(),
+        task_state: state.map(str::to_owned),
+    }
+}
+
+fn failed(id: &str) -> WorkerMessage {
+    WorkerMessage::TaskFailed {
+        task_id: id.into(),
+        message: "boom".into(),
+        failure_reason: Some("agent_invocation".into()),
+        exit_code: Some(3),
+    }
+}
+
+#[test]
+fn worker_messages_move_a_run_through_its_states() {
+    type Case = (
+        &'static str,
+        Vec<fn(&str) -> WorkerMessage>,
+        RunState,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "claim",
+            vec![claimed],
+            RunState::Claimed,
+            "Claimed by worker \"w\"",
+        ),
+        (
+            "success",
+            vec![claimed, |id| completed(id, None)],
+            RunState::Succeeded,
+            "done",
+        ),
+        ("failure", vec![claimed, failed], RunState::Failed, "boom"),
+        (
+            "cancelled",
+            vec![claimed, |id| completed(id, Some("CANCELLED"))],
+            RunState::Cancelled,
+            "done",
+        ),
+        (
+            "rejection",
+            vec![rejected],
+            RunState::Queued,
+            "Re-queued: worker rejected it: worker at maximum concurrency",
+        ),
+        (
+            "late message after terminal",
+            vec![claimed, failed, claimed],
+            RunState::Failed,
+            "boom",
+        ),
+    ];
+    for (name, messages, want, status) in cases {
+        let mut store = RunStore::new(DELAY);
+        let now = Instant::now();
+        let id = store.create(spec("w"), 1).id;
+        assert_eq!(store.offers(now, &workers(&[(1, "w")])).len(), 1, "{name}");
+        for message in messages {
+            store.on_message(1, &message(&id), now, 2);
+        }
+        let run = store.get(&id).unwrap();
+        assert_eq!(run.state, want, "{name}");
+        assert_eq!(run.status_message.as_deref(), Some(status), "{name}");
+    }
+}
+
+#[test]
+fn a_claimed_run_is_in_progress_after_the_next_tick() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let id = store.create(spec("w"), 1).id;
+    store.offers(now, &workers(&[(1, "w")]));
+    store.on_message(1, &claimed(&id), now, 5);
+    assert_eq!(store.get(&id).unwrap().started_at, Some(5));
+    store.tick(now, 6);
+    assert_eq!(store.get(&id).unwrap().state, RunState::InProgress);
+}
+
+#[test]
+fn a_run_for_an_absent_worker_stays_queued_until_one_connects() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let id = store.create(spec("gpu"), 1).id;
+    assert!(store.offers(now, &workers(&[(1, "cpu")])).is_empty());
+    assert!(store.offers(now, &BTreeMap::new()).is_empty());
+    assert_eq!(
+        store.offers(now, &workers(&[(1, "cpu"), (2, "gpu")])),
+        vec![(id, 2)]
+    );
+}
+
+#[test]
+fn a_rejected_run_waits_the_retry_delay_then_is_offered_again() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let both = workers(&[(1, "w"), (2, "w")]);
+    let busy = store.create(spec("w"), 1).id;
+    let id = store.create(spec("w"), 1).id;
+    let first = store.offers(now, &both);
+    assert_eq!(first.len(), 2);
+    let conn_of_id = first.iter().find(|(r, _)| *r == id).unwrap().1;
+    store.on_message(conn_of_id, &rejected(&id), now, 2);
+    assert!(store.offers(now, &both).is_empty(), "not before the delay");
+    // The other connection now has the lighter load once `busy` claimed on its own one.
+    let conn_of_busy = first.iter().find(|(r, _)| *r == busy).unwrap().1;
+    store.on_message(conn_of_busy, &completed(&busy, None), now, 3);
+    let again = store.offers(now + DELAY, &both);
+    assert_eq!(again.len(), 1);
+    assert_eq!(store.get(&id).unwrap().offers, 2);
+}
+
+#[test]
+fn a_burst_is_spread_over_connections_of_one_worker_id() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    for _ in 0..6 {
+        store.create(spec("w"), 1);
+    }
+    let sent = store.offers(now, &workers(&[(1, "w"), (2, "w"), (3, "other")]));
+    let on = |c| sent.iter().filter(|(_, conn)| *conn == c).count();
+    assert_eq!((on(1), on(2), on(3)), (3, 3, 0));
+}
+
+#[test]
+fn an_unclaimed_run_returns_to_the_queue_when_its_connection_ends() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let id = store.create(spec("w"), 1).id;
+    store.offers(now, &workers(&[(1, "w")]));
+    store.on_disconnected(1, 2);
+    assert_eq!(store.offers(now, &workers(&[(2, "w")])), vec![(id, 2)]);
+}
+
+#[test]
+fn cancel_depends_on_where_the_run_is() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let queued = store.create(spec("absent"), 1).id;
+    assert_eq!(store.cancel(&queued, 2), Ok(CancelAction::CancelledInQueue));
+    assert_eq!(store.get(&queued).unwrap().state, RunState::Cancelled);
+    assert_eq!(
+        store.cancel(&queued, 3),
+        Err(CancelError::Finished(RunState::Cancelled))
+    );
+    assert_eq!(store.cancel("nope", 3), Err(CancelError::NotFound));
+
+    let running = store.create(spec("w"), 1).id;
+    store.offers(now, &workers(&[(7, "w")]));
+    store.on_message(7, &claimed(&running), now, 2);
+    assert_eq!(store.cancel(&running, 3), Ok(CancelAction::Send(7)));
+    assert_eq!(store.get(&running).unwrap().state, RunState::Claimed);
+}
+
+#[test]
+fn states_round_trip_their_api_spelling() {
+    for state in [
+        "QUEUED",
+        "CLAIMED",
+        "INPROGRESS",
+        "SUCCEEDED",
+        "FAILED",
+        "CANCELLED",
+    ] {
+        assert_eq!(RunState::parse(state).unwrap().as_str(), state);
+    }
+    assert_eq!(RunState::parse("PENDING"), None);
+}

@@ -1,0 +1,455 @@
+//! The official Python SDK (`oz-agent-sdk`) drives the local control plane's run API, which
+//! routes the runs to real worker daemons (Direct backend, `scripts/oz-standin` as `oz`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use oz_agent_worker::local::{LocalControlPlane, RunOptions, RunState};
+
+use crate::support::daemon::{API_KEY, Daemon, spawn_direct};
+use crate::support::require;
+use crate::support::sdk;
+use crate::support::standin::{report_lines, reported_pids, shown, wait_all_dead, wait_for_pid};
+
+const SECRET: &str = "sdk-run-secret-value-9876";
+
+fn python() -> Option<String> {
+    let python = sdk::python();
+    require("oz-agent-sdk (OZ_TEST_PYTHON)", python.is_some()).then(|| python.unwrap_or_default())
+}
+
+async fn control_plane() -> LocalControlPlane {
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let options = RunOptions {
+        secrets: BTreeMap::from([("GITHUB_ACCESS_TOKEN".to_owned(), SECRET.to_owned())]),
+        retry_delay: Duration::from_millis(300),
+        ..RunOptions::default()
+    };
+    LocalControlPlane::start_with(addr, API_KEY, options)
+        .await
+        .unwrap()
+}
+
+async fn worker(cp: &LocalControlPlane, id: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec!["--worker-id", id];
+    args.extend_from_slice(extra);
+    spawn_direct(cp, &args).await
+}
+
+/// The `--task-id` of every `argv:` line in a stand-in report.
+fn task_ids(daemon: &Daemon) -> Vec<String> {
+    report_lines(&daemon.report())
+        .iter()
+        .filter_map(|line| line.strip_prefix("argv: "))
+        .filter_map(|argv| {
+            argv.split_whitespace()
+                .skip_while(|t| *t != "--task-id")
+                .nth(1)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+const CREATE_AND_WAIT: &str = r#"
+created = client.agent.run(
+    prompt="Say hello",
+    title="sdk scenario",
+    team=True,
+    metadata={"ticket": "T-1"},
+    config={"worker_host": sys.argv[1], "model_id": "sdk-model", "idle_timeout_minutes": 2,
+            "mcp_servers": {"docs": {"url": "http://127.0.0.1:1/mcp"}}},
+)
+run = wait_for(created.run_id, ["SUCCEEDED", "FAILED", "CANCELLED"])
+out({"created": created.model_dump(mode="json", by_alias=True), "run": run.model_dump(mode="json", by_alias=True)})
+"#;
+
+#[tokio::test]
+async fn a_run_created_with_the_sdk_is_claimed_by_its_worker_and_succeeds() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    let daemon = worker(&cp, "sdk-w", &["-e", "OZ_STANDIN_SHOW=GITHUB_ACCESS_TOKEN"]).await;
+    let result = sdk::run(&python, &cp, CREATE_AND_WAIT, &["sdk-w"]).await;
+    let created = &result["created"];
+    assert_eq!(created["state"], "QUEUED");
+    assert_eq!(created["task_id"], created["run_id"]);
+    let run = &result["run"];
+    assert_eq!(run["state"], "SUCCEEDED", "{run}");
+    assert_eq!(
+        run["status_message"]["message"],
+        "Task completed successfully"
+    );
+    assert!(run["started_at"].is_string(), "{run}");
+    assert_eq!(run["agent_config"]["model_id"], "sdk-model");
+    assert_eq!(run["agent_config"]["worker_host"], "sdk-w");
+    assert_eq!(run["metadata"]["ticket"], "T-1");
+    let run_id = run["run_id"].as_str().unwrap();
+    assert_eq!(task_ids(&daemon), vec![run_id.to_owned()]);
+    let argv = report_lines(&daemon.report())
+        .into_iter()
+        .find(|l| l.starts_with("argv: "))
+        .unwrap();
+    assert!(argv.contains("--model sdk-model"), "{argv}");
+    assert!(argv.contains("--idle-on-complete 2m"), "{argv}");
+    assert_eq!(
+        shown(&daemon.report(), "GITHUB_ACCESS_TOKEN").as_deref(),
+        Some(SECRET),
+        "the server's secrets reach the task as env_vars"
+    );
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_agent_ends_failed_with_the_workers_reason() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    let daemon = worker(&cp, "sdk-w", &["-e", "OZ_STANDIN_EXIT=3"]).await;
+    let result = sdk::run(&python, &cp, CREATE_AND_WAIT, &["sdk-w"]).await;
+    let run = &result["run"];
+    assert_eq!(run["state"], "FAILED", "{run}");
+    let message = run["status_message"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Failed to execute task: oz agent exited with error: exit status 3"),
+        "{message}"
+    );
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_a_running_run_ends_cancelled_and_its_processes_are_gone() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    let daemon = worker(
+        &cp,
+        "sdk-w",
+        &[
+            "-e",
+            "OZ_STANDIN_SLEEP=forever",
+            "-e",
+            "OZ_STANDIN_SPAWN_CHILD=1",
+        ],
+    )
+    .await;
+    let started = sdk::run(
+        &python,
+        &cp,
+        r#"
+created = client.agent.run(prompt="Run forever", config={"worker_host": "sdk-w"})
+run = wait_for(created.run_id, ["INPROGRESS"])
+out({"run_id": run.run_id, "state": run.state})
+"#,
+        &[],
+    )
+    .await;
+    assert_eq!(started["state"], "INPROGRESS");
+    let run_id = started["run_id"].as_str().unwrap();
+    wait_for_pid(&daemon.report()).await;
+    let pids = reported_pids(&daemon.report());
+    assert_eq!(pids.len(), 2, "the stand-in and its child: {pids:?}");
+
+    let result = sdk::run(
+        &python,
+        &cp,
+        r#"
+run_id = sys.argv[1]
+answer = client.agent.runs.cancel(run_id)
+run = wait_for(run_id, ["CANCELLED", "SUCCEEDED", "FAILED"])
+try:
+    client.agent.runs.cancel(run_id)
+    again = None
+except oz_agent_sdk.ConflictError as e:
+    again = {"status": e.status_code, "body": e.body}
+out({"answer": answer, "run": run.model_dump(mode="json", by_alias=True), "again": again})
+"#,
+        &[run_id],
+    )
+    .await;
+    assert_eq!(result["answer"], run_id);
+    assert_eq!(result["run"]["state"], "CANCELLED", "{result}");
+    assert_eq!(
+        result["run"]["status_message"]["message"],
+        "Task cancelled by user request."
+    );
+    assert_eq!(result["again"]["status"], 409, "{result}");
+    assert_eq!(result["again"]["body"]["status"], 409);
+    assert_eq!(wait_all_dead(&pids).await, Vec::<i32>::new());
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_workers_with_one_id_share_a_burst_of_runs() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    // Every agent waits for this file, so both workers stay at capacity until the test has
+    // seen runs rejected and offered again.
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("go");
+    let wait = format!("OZ_STANDIN_WAIT_FILE={}", gate.display());
+    let knobs = ["--max-concurrent-tasks", "1", "-e", wait.as_str()];
+    let first = worker(&cp, "shared-w", &knobs).await;
+    let second = worker(&cp, "shared-w", &knobs).await;
+    cp.wait_connections(Duration::from_secs(30), |c| {
+        c.iter().filter(|c| c.open).count() == 2
+    })
+    .await
+    .expect("both workers connect");
+    let created = sdk::run(
+        &python,
+        &cp,
+        r#"
+ids = [client.agent.run(prompt=f"burst {n}", config={"worker_host": "shared-w"}).run_id
+       for n in range(4)]
+out(ids)
+"#,
+        &[],
+    )
+    .await;
+    let mut ids: Vec<String> = serde_json::from_value(created).unwrap();
+    let poll = async {
+        loop {
+            let runs = cp.runs();
+            let running = runs
+                .iter()
+                .filter(|r| r.state == RunState::InProgress)
+                .count();
+            if running == 2 && runs.iter().any(|r| r.offers > 1) {
+                return runs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let runs = tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .unwrap_or_else(|_| panic!("never saw 2 running and a re-offer: {:?}", cp.runs()));
+    assert!(runs.iter().all(|r| r.state != RunState::Failed), "{runs:?}");
+    std::fs::write(&gate, "").unwrap();
+
+    let mut args: Vec<&str> = ids.iter().map(String::as_str).collect();
+    args.sort_unstable();
+    let states = sdk::run(
+        &python,
+        &cp,
+        "out([wait_for(r, ['SUCCEEDED', 'FAILED', 'CANCELLED'], timeout=90).state for r in sys.argv[1:]])",
+        &args,
+    )
+    .await;
+    assert_eq!(
+        states,
+        serde_json::json!(["SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED"])
+    );
+    let (a, b) = (task_ids(&first), task_ids(&second));
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both workers ran some: {a:?} {b:?}"
+    );
+    let mut all: Vec<String> = a.into_iter().chain(b).collect();
+    all.sort();
+    ids.sort();
+    assert_eq!(all, ids, "each run ran exactly once");
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn list_filters_by_state_and_pages_and_queued_runs_wait_for_their_worker() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    let daemon = worker(&cp, "sdk-w", &[]).await;
+    let listed = sdk::run(
+        &python,
+        &cp,
+        r#"
+done = [client.agent.run(prompt=f"done {n}", config={"worker_host": "sdk-w"}).run_id
+        for n in range(5)]
+for run_id in done:
+    wait_for(run_id, ["SUCCEEDED"])
+waiting = [client.agent.run(prompt=f"wait {n}", config={"worker_host": "later-w"}).run_id
+           for n in range(2)]
+first = client.agent.runs.list(state=["SUCCEEDED"], limit=2)
+pages = list(client.agent.runs.list(state=["SUCCEEDED"], limit=2).iter_pages())
+every = [r.run_id for r in client.agent.runs.list(state=["SUCCEEDED"], limit=2)]
+queued = [r.run_id for r in client.agent.runs.list(state=["QUEUED"])]
+out({"done": done, "waiting": waiting, "first_len": len(first.runs),
+     "first_has_next": first.page_info.has_next_page, "page_sizes": [len(p.runs) for p in pages],
+     "every": every, "queued": queued})
+"#,
+        &[],
+    )
+    .await;
+    assert_eq!(listed["first_len"], 2);
+    assert_eq!(listed["first_has_next"], true);
+    assert_eq!(listed["page_sizes"], serde_json::json!([2, 2, 1]));
+    let sorted = |v: &serde_json::Value| {
+        let mut ids: Vec<String> = serde_json::from_value(v.clone()).unwrap();
+        ids.sort();
+        ids
+    };
+    assert_eq!(sorted(&listed["every"]), sorted(&listed["done"]));
+    assert_eq!(sorted(&listed["queued"]), sorted(&listed["waiting"]));
+
+    // The queued runs start once a worker with their id connects.
+    let later = worker(&cp, "later-w", &[]).await;
+    let waiting: Vec<String> = serde_json::from_value(listed["waiting"].clone()).unwrap();
+    let mut args: Vec<&str> = waiting.iter().map(String::as_str).collect();
+    args.sort_unstable();
+    let states = sdk::run(
+        &python,
+        &cp,
+        "out([wait_for(r, ['SUCCEEDED', 'FAILED']).state for r in sys.argv[1:]])",
+        &args,
+    )
+    .await;
+    assert_eq!(states, serde_json::json!(["SUCCEEDED", "SUCCEEDED"]));
+    let mut ran = task_ids(&later);
+    ran.sort();
+    assert_eq!(ran, args);
+    daemon.stop().await.unwrap();
+    later.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sdk_gets_401_404_409_and_422_as_typed_errors() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    let result = sdk::run(
+        &python,
+        &cp,
+        r#"
+def status(call):
+    try:
+        call()
+        return None
+    except oz_agent_sdk.APIStatusError as e:
+        return {"class": type(e).__name__, "status": e.status_code, "body": e.body}
+
+bad_key = OzAPI(api_key="wrong-key", max_retries=0)
+queued = client.agent.run(prompt="p", config={"worker_host": "nobody"}).run_id
+client.agent.runs.cancel(queued)
+out({
+    "401": status(lambda: bad_key.agent.runs.list()),
+    "404": status(lambda: client.agent.runs.retrieve("no-such-run")),
+    "409": status(lambda: client.agent.runs.cancel(queued)),
+    "422": status(lambda: client.agent.run(prompt="p")),
+    "422_type": status(lambda: client.agent.run(prompt="p",
+                        config={"worker_host": "w", "idle_timeout_minutes": "ten"})),
+    "cancelled": client.agent.runs.retrieve(queued).state,
+})
+"#,
+        &[],
+    )
+    .await;
+    let cases = [
+        ("401", "AuthenticationError"),
+        ("404", "NotFoundError"),
+        ("409", "ConflictError"),
+        ("422", "UnprocessableEntityError"),
+        ("422_type", "UnprocessableEntityError"),
+    ];
+    for (key, class) in cases {
+        let error = &result[key];
+        assert_eq!(error["class"], class, "{key}: {error}");
+        assert_eq!(error["status"].to_string(), key[..3], "{key}: {error}");
+        assert_eq!(
+            error["body"]["status"].to_string(),
+            key[..3],
+            "{key}: {error}"
+        );
+    }
+    assert!(
+        result["422"]["body"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("config.worker_host: required"),
+        "{result}"
+    );
+    assert!(
+        result["422_type"]["body"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("config.idle_timeout_minutes: invalid type"),
+        "{result}"
+    );
+    assert_eq!(result["cancelled"], "CANCELLED");
+}
+
+/// The README's three-line script, verbatim.
+const THREE_LINES: &str = r#"
+from oz_agent_sdk import OzAPI
+run = OzAPI().agent.run(prompt="Say hello", config={"worker_host": "demo"})
+print(run.run_id, run.state)
+"#;
+
+#[tokio::test]
+async fn the_binary_serves_the_run_api_to_the_three_line_script() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let Some(python) = python() else { return };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_oz-local-control-plane"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            API_KEY,
+            "--tasks",
+            "0",
+        ])
+        .args(["--secret", &format!("GITHUB_ACCESS_TOKEN={SECRET}")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base_url = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("run-api base_url=") {
+                return url.to_owned();
+            }
+        }
+        panic!("the binary exited without announcing the run API");
+    })
+    .await
+    .expect("the binary announces its run API");
+    // The script prints `<run id> <state>`; wrap it to get JSON back.
+    let script = format!(
+        "import contextlib, io\nbuf = io.StringIO()\nwith contextlib.redirect_stdout(buf):\n    exec({THREE_LINES:?})\nout(buf.getvalue().split())"
+    );
+    let printed = sdk::run_at(&python, &base_url, &script, &[]).await;
+    assert_eq!(
+        printed[1], "QUEUED",
+        "no worker `demo` is connected: {printed}"
+    );
+    let run_id = printed[0].as_str().unwrap();
+    let cancelled = sdk::run_at(
+        &python,
+        &base_url,
+        "client.agent.runs.cancel(sys.argv[1])\nout(client.agent.runs.retrieve(sys.argv[1]).state)",
+        &[run_id],
+    )
+    .await;
+    assert_eq!(cancelled, "CANCELLED");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_secret_flag_is_refused_without_echoing_it() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_oz-local-control-plane"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            API_KEY,
+            "--tasks",
+            "0",
+        ])
+        .args(["--secret", SECRET])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--secret number 1: expected KEY=VALUE"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
+}
