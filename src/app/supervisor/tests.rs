@@ -29,6 +29,13 @@ struct GateExecutor {
 }
 
 impl GateExecutor {
+    fn ignoring_cancel() -> Self {
+        Self {
+            ignore_cancel: true,
+            ..Self::default()
+        }
+    }
+
     async fn wait_started(&self, n: usize) {
         tokio::time::timeout(WAIT, async {
             loop {
@@ -95,6 +102,14 @@ struct Harness {
     events: mpsc::Sender<ControlEvent>,
     shutdown: CancellationToken,
     stopped: tokio::task::JoinHandle<Stopped>,
+}
+
+impl Harness {
+    /// Assigns the first task and waits until its execution started.
+    async fn run_first(&self, raw: &str) {
+        self.events.send(assigned(raw)).await.unwrap();
+        self.executor.wait_started(1).await;
+    }
 }
 
 fn settings(max: i64) -> SupervisorSettings {
@@ -166,8 +181,7 @@ fn completed(raw: &str, cancelled: bool) -> TaskReport {
 #[tokio::test]
 async fn assignment_is_claimed_run_and_reported_completed() {
     let h = spawn_supervisor(0, GateExecutor::default());
-    h.events.send(assigned("t1")).await.unwrap();
-    h.executor.wait_started(1).await;
+    h.run_first("t1").await;
     h.executor.finish("t1", Ok(Exit::Succeeded));
     let reports = h.source.wait_for_reports(2, WAIT).await;
     assert_eq!(reports, [claimed("t1"), completed("t1", false)]);
@@ -179,8 +193,7 @@ async fn assignment_is_claimed_run_and_reported_completed() {
 #[tokio::test]
 async fn at_capacity_the_next_task_is_rejected_without_a_claim() {
     let h = spawn_supervisor(1, GateExecutor::default());
-    h.events.send(assigned("t1")).await.unwrap();
-    h.executor.wait_started(1).await;
+    h.run_first("t1").await;
     h.events.send(assigned("t2")).await.unwrap();
     let reports = h.source.wait_for_reports(2, WAIT).await;
     assert_eq!(
@@ -209,8 +222,7 @@ async fn at_capacity_the_next_task_is_rejected_without_a_claim() {
 #[tokio::test]
 async fn user_cancel_reports_cancelled_and_calls_the_backend_hook_once() {
     let h = spawn_supervisor(0, GateExecutor::default());
-    h.events.send(assigned("t1")).await.unwrap();
-    h.executor.wait_started(1).await;
+    h.run_first("t1").await;
     h.events
         .send(ControlEvent::CancelRequested(id("t1")))
         .await
@@ -272,8 +284,7 @@ async fn a_duplicate_assignment_of_a_running_task_is_ignored() {
 #[tokio::test]
 async fn shutdown_cancels_running_tasks_reports_graceful_shutdown_and_rejects_new_work() {
     let h = spawn_supervisor(0, GateExecutor::default());
-    h.events.send(assigned("t1")).await.unwrap();
-    h.executor.wait_started(1).await;
+    h.run_first("t1").await;
     h.shutdown.cancel();
     assert_eq!(h.stopped.await.unwrap(), Stopped::Shutdown);
     let reports = h.source.reports();
@@ -288,15 +299,8 @@ async fn shutdown_cancels_running_tasks_reports_graceful_shutdown_and_rejects_ne
 
 #[tokio::test]
 async fn assignments_arriving_while_tasks_wind_down_are_rejected() {
-    let h = spawn_supervisor(
-        0,
-        GateExecutor {
-            ignore_cancel: true,
-            ..GateExecutor::default()
-        },
-    );
-    h.events.send(assigned("t1")).await.unwrap();
-    h.executor.wait_started(1).await;
+    let h = spawn_supervisor(0, GateExecutor::ignoring_cancel());
+    h.run_first("t1").await;
     h.shutdown.cancel();
     h.events.send(assigned("t2")).await.unwrap();
     let reports = h.source.wait_for_reports(2, WAIT).await;
@@ -314,15 +318,8 @@ async fn assignments_arriving_while_tasks_wind_down_are_rejected() {
 
 #[tokio::test(start_paused = true)]
 async fn a_task_that_ignores_cancellation_is_abandoned_at_the_deadline_and_reported() {
-    let h = spawn_supervisor(
-        0,
-        GateExecutor {
-            ignore_cancel: true,
-            ..GateExecutor::default()
-        },
-    );
-    h.events.send(assigned("t1")).await.unwrap();
-    h.executor.wait_started(1).await;
+    let h = spawn_supervisor(0, GateExecutor::ignoring_cancel());
+    h.run_first("t1").await;
     h.shutdown.cancel();
     h.stopped.await.unwrap();
     let reports = h.source.reports();
@@ -345,8 +342,7 @@ async fn a_preserving_backend_keeps_its_tasks_at_shutdown() {
             ..GateExecutor::default()
         },
     );
-    h.events.send(assigned("t1")).await.unwrap();
-    h.executor.wait_started(1).await;
+    h.run_first("t1").await;
     h.shutdown.cancel();
     h.stopped.await.unwrap();
     assert_eq!(h.source.reports(), [claimed("t1")]);
