@@ -43,9 +43,20 @@ async fn prometheus_sees_claims_rejections_completions_and_readiness_of_a_runnin
         .await
         .expect("connected");
 
-    // Readiness follows the connection and the backend preflight.
-    let (status, body) = get(target, "/readyz").await;
-    assert_eq!((status, body.trim()), (200, "ready"));
+    // Readiness follows the connection (once the supervisor has seen it) and the preflight.
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (status, body) = get(target, "/readyz").await;
+            if status == 200 {
+                return body;
+            }
+            assert_eq!(status, 503, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("/readyz never became ready");
+    assert_eq!(ready.trim(), "ready");
 
     cp.assign(&sample_assignment("run-m1")).unwrap();
     assert!(matches!(
