@@ -10,7 +10,7 @@ use oz_agent_worker::domain::{AgentConfig, Exit};
 use oz_agent_worker::ports::Executor;
 
 use crate::contract::executor_host::{WORKER_KEY, host_env};
-use crate::support::direct::{Direct, entries, lines, run, start};
+use crate::support::direct::{Direct, entries, lines, run};
 use crate::support::standin::{self, PROCESS_BOUND, report_value, shown};
 
 #[tokio::test]
@@ -135,8 +135,7 @@ async fn workspace_is_private_while_running_and_removed_after_cancel() {
     let executor = d.executor();
     let mut spec = d.spec("t-private", &[], &[]);
     spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let (token, task) = start(&executor, &spec);
-    standin::wait_for_pid(&d.report("t-private")).await;
+    let (token, task) = d.start_agent(&executor, &spec).await;
     let ws = d.workspace("t-private");
     let mode = std::fs::metadata(&ws).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);

@@ -27,8 +27,7 @@ async fn grandchildren_die_with_the_agent_on_exit_and_on_cancel() {
     let mut spec = d.spec("t-group", &[], &[]);
     spec.env.push("OZ_STANDIN_SPAWN_CHILD", "1");
     spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let (token, task) = start(&executor, &spec);
-    standin::wait_for_pid(&d.report("t-group")).await;
+    let (token, task) = d.start_agent(&executor, &spec).await;
     let pids = standin::reported_pids(&d.report("t-group"));
     assert!(pids.iter().all(|pid| alive(*pid)));
     token.cancel();
@@ -210,8 +209,7 @@ async fn teardown_still_runs_after_cancellation() {
     let executor = d.executor();
     let mut spec = d.spec("t-cancel-teardown", &[], &[]);
     spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let (token, task) = start(&executor, &spec);
-    standin::wait_for_pid(&d.report("t-cancel-teardown")).await;
+    let (token, task) = d.start_agent(&executor, &spec).await;
     token.cancel();
     let outcome = tokio::time::timeout(PROCESS_BOUND, task)
         .await
@@ -230,8 +228,7 @@ async fn a_hung_teardown_after_cancellation_is_stopped_and_never_fails_the_task(
     let executor = d.executor();
     let mut spec = d.spec("t-hung-teardown", &[], &[]);
     spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let (token, task) = start(&executor, &spec);
-    standin::wait_for_pid(&d.report("t-hung-teardown")).await;
+    let (token, task) = d.start_agent(&executor, &spec).await;
     token.cancel();
     let bound = oz_agent_worker::adapters::host::TEARDOWN_AFTER_CANCEL
         + oz_agent_worker::adapters::host::TEARDOWN_KILL_GRACE

@@ -12,18 +12,12 @@ use oz_agent_worker::adapters::docker::labels::{
 };
 use oz_agent_worker::adapters::docker::{DockerError, DockerExecutor};
 use oz_agent_worker::domain::task::InstanceShape;
-use oz_agent_worker::domain::{Exit, FailureReason, TaskFailure};
+use oz_agent_worker::domain::{Exit, FailureReason};
 use oz_agent_worker::ports::executor::Executor;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::docker as d;
-
-async fn run(
-    executor: &DockerExecutor,
-    spec: &oz_agent_worker::domain::TaskSpec,
-) -> Result<Exit, TaskFailure> {
-    executor.run(spec, CancellationToken::new()).await
-}
+use crate::support::docker::run;
 
 #[tokio::test]
 async fn a_successful_task_completes_and_leaves_no_container() {

@@ -3,19 +3,11 @@
 
 use std::time::Duration;
 
-use oz_agent_worker::adapters::docker::{DockerExecutor, PullPolicy};
-use oz_agent_worker::domain::{Exit, FailureReason, TaskFailure};
-use oz_agent_worker::ports::executor::Executor;
-use tokio_util::sync::CancellationToken;
+use oz_agent_worker::adapters::docker::PullPolicy;
+use oz_agent_worker::domain::{Exit, FailureReason};
 
 use crate::support::docker as d;
-
-async fn run(
-    executor: &DockerExecutor,
-    spec: &oz_agent_worker::domain::TaskSpec,
-) -> Result<Exit, TaskFailure> {
-    executor.run(spec, CancellationToken::new()).await
-}
+use crate::support::docker::run;
 
 #[tokio::test]
 async fn images_are_pulled_from_a_registry_with_the_always_policy() {

@@ -59,6 +59,21 @@ impl Direct {
         spec
     }
 
+    /// Starts `spec` in the background and waits until its agent reported its pid; returns the
+    /// token that cancels it and the run's handle.
+    pub async fn start_agent(
+        &self,
+        executor: &HostExecutor,
+        spec: &TaskSpec,
+    ) -> (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<Result<Exit, TaskFailure>>,
+    ) {
+        let started = start(executor, spec);
+        super::standin::wait_for_pid(&self.report(spec.task_id.as_str())).await;
+        started
+    }
+
     /// The stand-in report file of `id`.
     pub fn report(&self, id: &str) -> PathBuf {
         self.path(&format!("{id}.report"))

@@ -109,6 +109,16 @@ pub fn config(worker_id: &str) -> DockerConfig {
 }
 
 /// Connects an executor from the standard environment.
+/// Runs `spec` to the end with a token that never fires.
+pub async fn run(
+    executor: &DockerExecutor,
+    spec: &TaskSpec,
+) -> Result<oz_agent_worker::domain::Exit, oz_agent_worker::domain::TaskFailure> {
+    executor
+        .run(spec, tokio_util::sync::CancellationToken::new())
+        .await
+}
+
 pub async fn executor(config: DockerConfig) -> DockerExecutor {
     DockerExecutor::connect(config)
         .await

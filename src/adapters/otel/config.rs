@@ -292,30 +292,23 @@ fn parse_pairs(
     expected: &'static str,
     show_value: bool,
 ) -> Result<BTreeMap<String, String>, OtelError> {
+    let invalid = |entry: &str| OtelError::InvalidValue {
+        variable,
+        value: if show_value {
+            entry.to_owned()
+        } else {
+            "<redacted>".to_owned()
+        },
+        expected,
+    };
     let mut pairs = BTreeMap::new();
     for entry in input.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let Some((key, value)) = entry.split_once('=') else {
-            return Err(OtelError::InvalidValue {
-                variable,
-                value: if show_value {
-                    entry.to_owned()
-                } else {
-                    "<redacted>".to_owned()
-                },
-                expected,
-            });
+            return Err(invalid(entry));
         };
         let key = key.trim();
         if key.is_empty() {
-            return Err(OtelError::InvalidValue {
-                variable,
-                value: if show_value {
-                    entry.to_owned()
-                } else {
-                    "<redacted>".to_owned()
-                },
-                expected,
-            });
+            return Err(invalid(entry));
         }
         pairs.insert(key.to_owned(), percent_decode(value.trim()));
     }
