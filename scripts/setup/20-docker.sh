@@ -20,7 +20,7 @@ if ! timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; t
 fi
 
 # Content hash of everything the images are built from.
-oz_hash="$( { cat "${BASH_SOURCE[0]}" "$oz_docker_dir/standin-entrypoint.sh"; dpkg-deb --version | head -1; } | sha256sum | cut -c1-12)"
+oz_hash="$( { cat "${BASH_SOURCE[0]}" "$oz_docker_dir/standin-entrypoint.sh"; dpkg-deb --version | sed -n 1p; } | sha256sum | cut -c1-12)"
 export OZ_TEST_DOCKER_IMAGE="oz-test/busybox:$oz_hash"
 export OZ_TEST_DOCKER_SIDECAR="oz-test/sidecar:$oz_hash"
 export OZ_TEST_REGISTRY="127.0.0.1:5000"

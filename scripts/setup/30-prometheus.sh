@@ -34,4 +34,4 @@ if ! "$oz_prom_bin" --version >/dev/null 2>&1 || ! "$oz_promtool_bin" --version 
 fi
 export OZ_TEST_PROMETHEUS_BIN="$oz_prom_bin"
 export OZ_TEST_PROMTOOL_BIN="$oz_promtool_bin"
-echo "30-prometheus.sh: $("$oz_prom_bin" --version 2>&1 | head -1)"
+echo "30-prometheus.sh: $("$oz_prom_bin" --version 2>&1 | sed -n 1p)"
