@@ -20,7 +20,13 @@ pub fn require(what: &str, available: bool) -> bool {
     if std::env::var("OZ_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
         panic!("{what} is required (OZ_TEST_REQUIRE_ALL=1) but not available; run scripts/test.sh");
     }
-    eprintln!("SKIPPED: {what} is not available; run scripts/test.sh to provision it");
+    // Straight to the stderr handle, not `eprintln!`: libtest captures the print macros of
+    // passing tests, which would hide the skip from a plain `cargo test`.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {what} is not available; run scripts/test.sh to provision it"
+    );
     false
 }
 
