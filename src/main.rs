@@ -1,5 +1,6 @@
 //! The `oz-agent-worker` binary: parse and validate the config, set up logging, wire the
-//! worker, run until a signal, and map the outcome to an exit code.
+//! worker, run until a signal, and map the outcome to an exit code. The runtime's own shutdown
+//! is bounded, so a blocking call still running never delays the exit.
 
 use std::process::ExitCode;
 
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let root = CancellationToken::new();
         let app = match bootstrap::build(&config, &env).await {
             Ok(app) => app,
@@ -65,5 +66,7 @@ fn main() -> ExitCode {
                 }
             },
         }
-    })
+    });
+    shutdown::stop_runtime(runtime);
+    code
 }

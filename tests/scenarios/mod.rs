@@ -1,5 +1,6 @@
 //! End-to-end scenarios: the daemon against a local control plane.
 
+mod binary;
 mod control_plane;
 mod daemon;
 mod daemon_metrics;

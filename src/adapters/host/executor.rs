@@ -196,7 +196,7 @@ impl Executor for HostExecutor {
             .map(|(dir, _)| dir)
             .collect();
         for dir in held {
-            if let Err(error) = workspace::remove_dir_if_present(&dir) {
+            if let Err(error) = workspace::remove_dir_if_present(&dir).await {
                 tracing::warn!(workspace = %dir.display(), %error, operation = "remove_workspace", "cleanup.failed");
             }
         }

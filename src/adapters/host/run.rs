@@ -181,7 +181,7 @@ async fn cleanup(
     }
     if !workspace.shared {
         if config.cleanup
-            && let Err(error) = workspace.remove_dir()
+            && let Err(error) = workspace.remove_dir().await
         {
             tracing::warn!(task_id, %error, operation = "remove_workspace", "cleanup.failed");
         }

@@ -2,7 +2,9 @@
 //! directory), the isolated git global config, and the `oz-env-*` environment file that the
 //! setup command may fill (spec §3.2 steps 1–4, §3.4).
 //!
-//! Knows nothing about processes or the task environment.
+//! Knows nothing about processes or the task environment. Deleting a workspace runs on
+//! tokio's blocking pool, so a large tree neither stalls an async worker thread nor escapes
+//! the caller's timeout.
 
 use std::fs::{self, DirBuilder, Permissions};
 use std::io;
@@ -148,13 +150,14 @@ impl Workspace {
         }
     }
 
-    /// Cleanup step 2 (per-task mode, cleanup on): deletes the workspace recursively. A
-    /// missing directory is not an error. Never touches a target directory.
-    pub(crate) fn remove_dir(&self) -> io::Result<()> {
+    /// Cleanup step 2 (per-task mode, cleanup on): deletes the workspace recursively, off the
+    /// async worker threads (see [`remove_dir_if_present`]). A missing directory is not an
+    /// error. Never touches a target directory.
+    pub(crate) async fn remove_dir(&self) -> io::Result<()> {
         if self.shared {
             return Ok(());
         }
-        remove_dir_if_present(&self.dir)
+        remove_dir_if_present(&self.dir).await
     }
 
     /// Cleanup step 3 (target-dir mode): removes the temp git-config directory (idempotent).
@@ -166,9 +169,12 @@ impl Workspace {
     }
 }
 
-/// `rm -rf path`, treating "already gone" as success.
-pub(crate) fn remove_dir_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
+/// `rm -rf path` on tokio's blocking pool, treating "already gone" as success.
+///
+/// The deletion never blocks an async worker thread, and a caller's timeout bounds the wait:
+/// dropping the future stops waiting while the deletion finishes in the background.
+pub(crate) async fn remove_dir_if_present(path: &Path) -> io::Result<()> {
+    match tokio::fs::remove_dir_all(path).await {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
