@@ -247,7 +247,11 @@ mod tests {
 
     #[test]
     fn an_omitted_team_means_team_owned_as_for_a_user_on_a_single_team() {
-        let cases = [("", true), (r#", "team": true"#, true), (r#", "team": false"#, false)];
+        let cases = [
+            ("", true),
+            (r#", "team": true"#, true),
+            (r#", "team": false"#, false),
+        ];
         for (team, want) in cases {
             let body = format!(r#"{{"prompt": "p", "config": {{"worker_host": "w"}}{team}}}"#);
             assert_eq!(parse_create(body.as_bytes()).unwrap().team, want, "{body}");
