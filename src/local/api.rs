@@ -14,10 +14,16 @@
 //!   (`desc` default), `model_id`, `environment_id`, `name`, `q`, `source`,
 //!   `execution_location`, `skill`/`skill_spec`, `metadata[key]=value`, `created_after`,
 //!   `created_before`, `updated_after` (RFC 3339); answers `{runs: [RunItem],
-//!   page_info: {has_next_page, next_cursor}}`. The cursor is opaque to clients (here: the
-//!   offset into the filtered, sorted list). Other filters are accepted and ignored.
+//!   page_info: {has_next_page, next_cursor}}`. The cursor is opaque to clients; here it
+//!   encodes the sort, and the sort key and id of the page's last run, so the next page starts
+//!   right after that run however the list changed meanwhile. Any other parameter, including
+//!   the SDK's `creator`, `executor`, `ancestor_run_id`, `schedule_id`, `artifact_type`,
+//!   `automation_id` and `factory_uid`, is refused with 422 naming it, rather than ignored.
 //! * `POST /agent/runs/{run_id}/cancel`: the SDK casts the body to `str`; we answer the run
-//!   id as `text/plain`. Unknown → 404; already terminal → 409.
+//!   id as `text/plain`: 200 when the cancellation was sent to the connection holding the run
+//!   (or the run was only queued), 202 when the worker holding it is disconnected and the
+//!   cancellation is pending (sent to each connection of its worker id until the run ends).
+//!   Unknown → 404; already terminal → 409.
 //!
 //! Errors are RFC 7807 problem documents, as Warp's API sends them (`type`, `title`,
 //! `status`, `detail`, `instance`, `error`, `retryable`, content type
@@ -25,25 +31,38 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
+use super::ConnectionId;
 use super::api_model::{parse_create, run_item};
-use super::runs::{CancelError, Run, RunState};
+use super::runs::{CancelAction, CancelError, Run, RunState, RunStore};
 use super::timestamp;
 
 /// The API prefix.
 pub const API_PREFIX: &str = "/api/v1";
 
-/// What the server must do besides answering.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Effect {
-    /// Nothing.
-    None,
-    /// Send a `task_cancellation` for this run on this connection.
-    Cancel(super::ConnectionId, String),
+/// The list parameters of the SDK's `RunListParams` that this server does not implement.
+const UNSUPPORTED_FILTERS: [&str; 7] = [
+    "ancestor_run_id",
+    "artifact_type",
+    "automation_id",
+    "creator",
+    "executor",
+    "factory_uid",
+    "schedule_id",
+];
+
+/// The server's open worker connections, as the cancel endpoint needs them.
+pub trait Connections {
+    /// The `worker_id` of each open connection.
+    fn worker_ids(&self) -> BTreeMap<ConnectionId, String>;
+    /// Sends a `task_cancellation` for `run_id` on `conn`; false when that connection is gone.
+    fn send_cancellation(&self, conn: ConnectionId, run_id: &str) -> bool;
 }
 
 /// An HTTP request, already read.
@@ -61,20 +80,19 @@ pub struct ApiRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// Answers one API request against `store`.
+/// Answers one API request against `store`; a cancel sends its `task_cancellation`s through
+/// `connections` before answering.
 pub fn handle(
     request: &ApiRequest<'_>,
     api_key: &str,
-    store: &mut super::runs::RunStore,
-) -> (Response<Full<Bytes>>, Effect) {
+    store: &mut RunStore,
+    connections: &dyn Connections,
+) -> Response<Full<Bytes>> {
     let instance = request.path;
     let expected = format!("Bearer {api_key}");
     if request.authorization != Some(expected.as_bytes()) {
         let detail = "missing or wrong Authorization: Bearer <key>";
-        return (
-            problem(StatusCode::UNAUTHORIZED, instance, detail),
-            Effect::None,
-        );
+        return problem(StatusCode::UNAUTHORIZED, instance, detail);
     }
     let rest = request.path.strip_prefix(API_PREFIX).unwrap_or_default();
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').skip(1).collect();
@@ -87,54 +105,88 @@ pub fn handle(
                     "run_id": run.id, "task_id": run.id,
                     "state": run.state.as_str(), "at_capacity": false,
                 });
-                (json_response(StatusCode::OK, &body), Effect::None)
+                json_response(StatusCode::OK, &body)
             }
-            Err(detail) => (
-                problem(StatusCode::UNPROCESSABLE_ENTITY, instance, &detail),
-                Effect::None,
-            ),
+            Err(detail) => problem(StatusCode::UNPROCESSABLE_ENTITY, instance, &detail),
         },
         (&Method::GET, ["agent", "runs"]) => match list(store, request.query.unwrap_or("")) {
-            Ok(body) => (json_response(StatusCode::OK, &body), Effect::None),
-            Err(detail) => (
-                problem(StatusCode::UNPROCESSABLE_ENTITY, instance, &detail),
-                Effect::None,
-            ),
+            Ok(body) => json_response(StatusCode::OK, &body),
+            Err(ListError::Invalid(detail)) => {
+                problem(StatusCode::UNPROCESSABLE_ENTITY, instance, &detail)
+            }
+            Err(ListError::Unsupported(name)) => {
+                let detail = if UNSUPPORTED_FILTERS.contains(&name.as_str()) {
+                    format!("{name}: this filter is not supported by the local control plane")
+                } else {
+                    format!("{name}: unknown list parameter")
+                };
+                unsupported(instance, &detail)
+            }
         },
         (&Method::GET, ["agent", "runs", id]) => match store.get(id) {
-            Some(run) => (json_response(StatusCode::OK, &run_item(run)), Effect::None),
-            None => (not_found(instance, id), Effect::None),
+            Some(run) => json_response(StatusCode::OK, &run_item(run)),
+            None => not_found(instance, id),
         },
-        (&Method::POST, ["agent", "runs", id, "cancel"]) => match store.cancel(id, now) {
-            Ok(action) => {
-                let effect = match action {
-                    super::runs::CancelAction::Send(conn) => Effect::Cancel(conn, (*id).into()),
-                    super::runs::CancelAction::CancelledInQueue => Effect::None,
-                };
-                let mut response = Response::new(Full::new(Bytes::from((*id).to_owned())));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain"),
-                );
-                (response, effect)
+        (&Method::POST, ["agent", "runs", id, "cancel"]) => {
+            match cancel(store, connections, id, now) {
+                Ok(status) => {
+                    let mut response = Response::new(Full::new(Bytes::from((*id).to_owned())));
+                    *response.status_mut() = status;
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("text/plain"),
+                    );
+                    response
+                }
+                Err(CancelError::NotFound) => not_found(instance, id),
+                Err(CancelError::Finished(state)) => {
+                    let detail = format!("run {id} already finished ({})", state.as_str());
+                    problem(StatusCode::CONFLICT, instance, &detail)
+                }
             }
-            Err(CancelError::NotFound) => (not_found(instance, id), Effect::None),
-            Err(CancelError::Finished(state)) => {
-                let detail = format!("run {id} already finished ({})", state.as_str());
-                (
-                    problem(StatusCode::CONFLICT, instance, &detail),
-                    Effect::None,
-                )
-            }
-        },
+        }
         _ => {
             let detail = format!("no route for {} {}", request.method, request.path);
-            (
-                problem(StatusCode::NOT_FOUND, instance, &detail),
-                Effect::None,
-            )
+            problem(StatusCode::NOT_FOUND, instance, &detail)
         }
     }
+}
+
+/// Requests cancellation of run `id` and sends what it takes; 200 when it reached the
+/// connection holding the run (or the run was only queued), 202 when it is pending.
+fn cancel(
+    store: &mut RunStore,
+    connections: &dyn Connections,
+    id: &str,
+    now: u64,
+) -> Result<StatusCode, CancelError> {
+    let workers = connections.worker_ids();
+    let mut action = store.cancel(id, &workers, now)?;
+    if let CancelAction::Send(conn) = action {
+        if connections.send_cancellation(conn, id) {
+            return Ok(StatusCode::OK);
+        }
+        action = store.cancel_undelivered(id, &workers);
+    }
+    match action {
+        CancelAction::Pending(targets) => {
+            for conn in targets {
+                connections.send_cancellation(conn, id);
+            }
+            Ok(StatusCode::ACCEPTED)
+        }
+        CancelAction::CancelledInQueue | CancelAction::Send(_) => Ok(StatusCode::OK),
+    }
+}
+
+fn unsupported(instance: &str, detail: &str) -> Response<Full<Bytes>> {
+    let title = "The requested operation is not supported.";
+    problem_with(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ("operation-not-supported", title),
+        instance,
+        detail,
+    )
 }
 
 fn not_found(instance: &str, id: &str) -> Response<Full<Bytes>> {
@@ -154,9 +206,74 @@ struct Filters {
     q: Option<String>,
 }
 
-fn list(store: &super::runs::RunStore, query: &str) -> Result<Value, String> {
+/// Why a list query is refused (422).
+#[derive(Debug)]
+enum ListError {
+    /// A parameter has a bad value; the detail says which and why.
+    Invalid(String),
+    /// A parameter this server does not implement, by name.
+    Unsupported(String),
+}
+
+impl From<String> for ListError {
+    fn from(detail: String) -> Self {
+        Self::Invalid(detail)
+    }
+}
+
+impl From<&str> for ListError {
+    fn from(detail: &str) -> Self {
+        Self::Invalid(detail.to_owned())
+    }
+}
+
+/// Where a page starts: right after the run with this sort key and id, in this sort.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    /// `sort_by`.
+    s: String,
+    /// True for `sort_order=desc`.
+    d: bool,
+    /// The last run's sort key (a number of microseconds, or text).
+    k: Value,
+    /// The last run's id.
+    r: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// The sort key of `run` for `sort_by`, as stored in a [`Cursor`].
+fn sort_key(run: &Run, sort_by: &str) -> Value {
+    match sort_by {
+        "created_at" => run.created_at.into(),
+        "title" => run.spec.title.clone().into(),
+        "agent" => skill(run).into(),
+        _ => run.updated_at.into(),
+    }
+}
+
+/// Orders `(sort key, run id)` pairs ascending; keys of one sort are all numbers or all text.
+fn compare_keys(a: (&Value, &str), b: (&Value, &str)) -> std::cmp::Ordering {
+    let by_key = match (a.0, b.0) {
+        (Value::Number(x), Value::Number(y)) => x.as_u64().cmp(&y.as_u64()),
+        (x, y) => x.as_str().cmp(&y.as_str()),
+    };
+    by_key.then_with(|| a.1.cmp(b.1))
+}
+
+fn list(store: &RunStore, query: &str) -> Result<Value, ListError> {
     let mut filters = Filters::default();
-    let (mut limit, mut offset) = (20usize, 0usize);
+    let mut limit = 20usize;
+    let mut cursor = None;
     let (mut sort_by, mut descending) = ("updated_at".to_owned(), true);
     let time = |key: &str, value: &str| {
         timestamp::parse(value).ok_or_else(|| format!("{key}: expected an RFC 3339 timestamp"))
@@ -169,7 +286,7 @@ fn list(store: &super::runs::RunStore, query: &str) -> Result<Value, String> {
                 None if ["PENDING", "BLOCKED", "ERROR"].contains(&value.as_str()) => {
                     filters.unknown_state = true;
                 }
-                None => return Err(format!("state: unknown run state {value:?}")),
+                None => return Err(format!("state: unknown run state {value:?}").into()),
             },
             "limit" => {
                 limit = value
@@ -179,9 +296,7 @@ fn list(store: &super::runs::RunStore, query: &str) -> Result<Value, String> {
                     .ok_or("limit: expected an integer from 1 to 100")?;
             }
             "cursor" => {
-                offset = value
-                    .parse()
-                    .map_err(|_| "cursor: not a cursor we issued")?
+                cursor = Some(Cursor::decode(&value).ok_or("cursor: not a cursor we issued")?);
             }
             "sort_by" => {
                 if !["updated_at", "created_at", "title", "agent"].contains(&value.as_str()) {
@@ -202,45 +317,60 @@ fn list(store: &super::runs::RunStore, query: &str) -> Result<Value, String> {
             "q" => filters.q = Some(value.to_lowercase()),
             "model_id" | "environment_id" | "name" | "source" | "execution_location" | "skill"
             | "skill_spec" => filters.strings.push((key, value)),
-            _ => {
-                if let Some(name) = key
-                    .strip_prefix("metadata[")
-                    .and_then(|k| k.strip_suffix(']'))
-                {
+            _ => match key
+                .strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+            {
+                Some(name) => {
                     filters.metadata.insert(name.to_owned(), value);
                 }
-            }
+                None => return Err(ListError::Unsupported(key)),
+            },
         }
     }
-    let mut runs: Vec<&Run> = store
+    if filters.metadata.len() > 5 {
+        return Err("metadata: at most 5 pairs per request".into());
+    }
+    if let Some(cursor) = &cursor
+        && (cursor.s != sort_by || cursor.d != descending)
+    {
+        return Err("cursor: issued for another sort_by or sort_order".into());
+    }
+    let runs: Vec<&Run> = store
         .all()
         .into_iter()
         .filter(|r| matches(r, &filters))
         .collect();
-    runs.sort_by(|a, b| {
-        let order = match sort_by.as_str() {
-            "created_at" => a.created_at.cmp(&b.created_at),
-            "title" => a.spec.title.cmp(&b.spec.title),
-            "agent" => skill(a).cmp(&skill(b)),
-            _ => a.updated_at.cmp(&b.updated_at),
-        }
-        .then(a.seq.cmp(&b.seq));
-        if descending { order.reverse() } else { order }
-    });
-    let page: Vec<Value> = runs
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|r| run_item(r))
+    let mut keyed: Vec<(Value, &Run)> = runs
+        .into_iter()
+        .map(|run| (sort_key(run, &sort_by), run))
         .collect();
-    let next = offset + page.len();
-    let has_next = next < runs.len();
+    let in_order = |a: (&Value, &str), b: (&Value, &str)| {
+        let order = compare_keys(a, b);
+        if descending { order.reverse() } else { order }
+    };
+    keyed.sort_by(|(ka, a), (kb, b)| in_order((ka, &a.id), (kb, &b.id)));
+    if let Some(cursor) = &cursor {
+        keyed.retain(|(key, run)| in_order((key, &run.id), (&cursor.k, &cursor.r)).is_gt());
+    }
+    let has_next = keyed.len() > limit;
+    keyed.truncate(limit);
+    let next_cursor = match keyed.last() {
+        Some((key, run)) if has_next => Value::from(
+            Cursor {
+                s: sort_by.clone(),
+                d: descending,
+                k: key.clone(),
+                r: run.id.clone(),
+            }
+            .encode(),
+        ),
+        _ => Value::Null,
+    };
+    let page: Vec<Value> = keyed.iter().map(|(_, run)| run_item(run)).collect();
     Ok(json!({
         "runs": page,
-        "page_info": {
-            "has_next_page": has_next,
-            "next_cursor": if has_next { Value::from(next.to_string()) } else { Value::Null },
-        },
+        "page_info": {"has_next_page": has_next, "next_cursor": next_cursor},
     }))
 }
 
@@ -261,6 +391,9 @@ fn matches(run: &Run, f: &Filters) -> bool {
             "source" => Some("API"),
             "execution_location" => Some("REMOTE"),
             "name" => config["name"].as_str(),
+            "environment_id" if value == "empty-environment" => {
+                return config["environment_id"].as_str().is_none_or(str::is_empty);
+            }
             "skill" | "skill_spec" => config["skill_spec"].as_str(),
             other => config[other].as_str(),
         };
@@ -271,7 +404,10 @@ fn matches(run: &Run, f: &Filters) -> bool {
         .iter()
         .all(|(k, v)| run.spec.metadata.get(k) == Some(v));
     let q_ok = f.q.as_ref().is_none_or(|q| {
-        run.spec.title.to_lowercase().contains(q) || run.spec.prompt.to_lowercase().contains(q)
+        let skill_spec = config["skill_spec"].as_str().unwrap_or_default();
+        [run.spec.title.as_str(), &run.spec.prompt, skill_spec]
+            .iter()
+            .any(|text| text.to_lowercase().contains(q))
     });
     string_ok
         && meta_ok
@@ -293,7 +429,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 
 /// An RFC 7807 problem document, shaped like Warp's.
 pub fn problem(status: StatusCode, instance: &str, detail: &str) -> Response<Full<Bytes>> {
-    let (slug, title) = match status {
+    let kind = match status {
         StatusCode::UNAUTHORIZED => (
             "authentication-required",
             "The request lacks valid authentication credentials.",
@@ -311,6 +447,17 @@ pub fn problem(status: StatusCode, instance: &str, detail: &str) -> Response<Ful
             "The request contains invalid or missing parameters.",
         ),
     };
+    problem_with(status, kind, instance, detail)
+}
+
+/// A problem document of `kind` (the type's slug, which is the SDK's `ErrorCode` spelled with
+/// dashes, and the title).
+fn problem_with(
+    status: StatusCode,
+    (slug, title): (&str, &str),
+    instance: &str,
+    detail: &str,
+) -> Response<Full<Bytes>> {
     let body = json!({
         "type": format!("/reference/api-and-sdk/troubleshooting/errors/{slug}/"),
         "title": title,

@@ -95,7 +95,9 @@ pub fn parse_create(body: &[u8]) -> Result<NewRun, String> {
         title,
         config: config_raw,
         worker_host,
-        team: parsed.team.unwrap_or(false),
+        // The SDK documents an omitted `team` as true "for users on a single team"; the local
+        // control plane's one API key is such a user.
+        team: parsed.team.unwrap_or(true),
         metadata,
     })
 }
@@ -241,6 +243,19 @@ mod tests {
         assert_eq!(decoded.task_id.as_deref(), Some(run.id.as_str()));
         let snapshot = decoded.task.unwrap().agent_config_snapshot.unwrap();
         assert_eq!(snapshot.idle_timeout_minutes, Some(3));
+    }
+
+    #[test]
+    fn an_omitted_team_means_team_owned_as_for_a_user_on_a_single_team() {
+        let cases = [
+            ("", true),
+            (r#", "team": true"#, true),
+            (r#", "team": false"#, false),
+        ];
+        for (team, want) in cases {
+            let body = format!(r#"{{"prompt": "p", "config": {{"worker_host": "w"}}{team}}}"#);
+            assert_eq!(parse_create(body.as_bytes()).unwrap().team, want, "{body}");
+        }
     }
 
     #[test]

@@ -8,8 +8,15 @@
 //! message: the worker starts the agent right after claiming); `task_completed` makes it
 //! `SUCCEEDED`, or `CANCELLED` with `task_state: CANCELLED`; `task_failed` makes it `FAILED`.
 //! The worker's message goes to `status_message`. `task_rejected`, or the connection ending
-//! before a claim, puts the run back in the queue, offered again after `retry_delay`. A run for
-//! a worker id that is not connected stays `QUEUED`. Nothing here does I/O; time is passed in.
+//! before a claim, puts the run back in the queue, offered again after `retry_delay`; a run
+//! whose cancellation was requested ends `CANCELLED` instead. A run for a worker id that is not
+//! connected stays `QUEUED`.
+//!
+//! A claimed run whose connection ends is *detached*: it keeps its state, because the worker
+//! keeps its outbox across reconnects and reports the run on a new connection with the same
+//! `worker_id`; any connection may report any run. A cancellation of a detached run is sent to
+//! every open connection of its worker id, and again to each one that connects later, until
+//! the worker reports the end. Nothing here does I/O; time is passed in.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -104,7 +111,8 @@ pub struct Run {
     pub started_at: Option<u64>,
     /// The latest status text (the worker's message once terminal).
     pub status_message: Option<String>,
-    /// The connection it was last sent to, while not terminal.
+    /// The open connection it was last sent to or reported on, while not terminal; `None`
+    /// for a queued run, and for a claimed run whose connection ended (detached).
     pub connection: Option<ConnectionId>,
     /// How many times it was sent.
     pub offers: u32,
@@ -130,8 +138,26 @@ pub enum CancelError {
 pub enum CancelAction {
     /// The run was only queued: it is now `CANCELLED`, nothing to send.
     CancelledInQueue,
-    /// Send a `task_cancellation` on this connection; the worker reports the outcome.
+    /// Send a `task_cancellation` on this connection, which holds the run; the worker reports
+    /// the outcome.
     Send(ConnectionId),
+    /// The run is detached (its worker is disconnected): send a `task_cancellation` on each of
+    /// these open connections of its worker id (possibly none). The store sends it again to
+    /// every connection of that id that opens later ([`RunStore::on_connected`]).
+    Pending(Vec<ConnectionId>),
+}
+
+/// What the server must do after a message from a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaction {
+    /// The message moved its run on.
+    Applied,
+    /// It names no run of this store (e.g. a hand-made assignment) or arrives after the run
+    /// ended.
+    Ignored,
+    /// A claim of a run that was cancelled meanwhile: send a `task_cancellation` for it back on
+    /// the connection it came on, so the worker stops the agent it just started.
+    CancelAgain,
 }
 
 /// All runs, in memory.
@@ -248,21 +274,26 @@ impl RunStore {
         sent
     }
 
-    /// Applies one message from the worker on `conn`; returns false when it names no run of
-    /// this store (e.g. a hand-made assignment) or arrives after the run ended.
+    /// Applies one message from the worker on `conn`. Any connection may report any run: a
+    /// worker that reconnected reports the runs it claimed on an earlier connection.
     pub fn on_message(
         &mut self,
         conn: ConnectionId,
         message: &WorkerMessage,
         now: Instant,
         now_us: u64,
-    ) -> bool {
+    ) -> Reaction {
         let retry_delay = self.retry_delay;
         let Some(run) = self.runs.get_mut(message.task_id()) else {
-            return false;
+            return Reaction::Ignored;
         };
         if run.state.is_terminal() {
-            return false;
+            let claimed = matches!(message, WorkerMessage::TaskClaimed { .. });
+            return if claimed && run.state == RunState::Cancelled {
+                Reaction::CancelAgain
+            } else {
+                Reaction::Ignored
+            };
         }
         match message {
             WorkerMessage::TaskClaimed { worker_id, .. } => {
@@ -271,6 +302,11 @@ impl RunStore {
                 run.started_at = Some(now_us);
                 run.claimed_at = Some(now);
                 run.status_message = Some(format!("Claimed by worker {worker_id:?}"));
+            }
+            WorkerMessage::TaskRejected { .. } if run.connection != Some(conn) => {
+                // A stale rejection: the run was re-queued when that offer's connection ended,
+                // and may have been offered elsewhere since.
+                return Reaction::Ignored;
             }
             WorkerMessage::TaskRejected { reason, .. } => {
                 if run.cancel_requested {
@@ -302,7 +338,7 @@ impl RunStore {
             WorkerMessage::TaskFailed { message, .. } => finish(run, RunState::Failed, message),
         }
         run.updated_at = now_us;
-        true
+        Reaction::Applied
     }
 
     /// Promotes runs claimed before `now` to `INPROGRESS`.
@@ -316,16 +352,50 @@ impl RunStore {
         }
     }
 
-    /// The connection `conn` ended: runs sent to it but not claimed go back to the queue.
-    /// Claimed runs keep their state: the worker reports them when it reconnects.
+    /// The connection `conn` ended. Runs sent to it but not claimed go back to the queue, or
+    /// end `CANCELLED` when their cancellation was requested. Claimed runs keep their state and
+    /// are detached: the worker reports them when it reconnects.
     pub fn on_disconnected(&mut self, conn: ConnectionId, now_us: u64) {
         for run in self.runs.values_mut() {
-            if run.connection == Some(conn) && run.state == RunState::Queued {
-                run.connection = None;
-                run.status_message = Some("Re-queued: the worker disconnected".into());
-                run.updated_at = now_us;
+            if run.connection != Some(conn) || run.state.is_terminal() {
+                continue;
             }
+            run.connection = None;
+            if run.state != RunState::Queued {
+                if run.cancel_requested {
+                    run.status_message = Some(pending_cancel_message(&run.spec.worker_host));
+                    run.updated_at = now_us;
+                }
+                continue;
+            }
+            if run.cancel_requested {
+                finish(
+                    run,
+                    RunState::Cancelled,
+                    "Cancelled before a worker claimed it",
+                );
+            } else {
+                run.status_message = Some("Re-queued: the worker disconnected".into());
+            }
+            run.updated_at = now_us;
         }
+    }
+
+    /// A connection of `worker_id` opened: the ids of the detached runs of that worker id whose
+    /// cancellation is still pending, to send to it as `task_cancellation`s (the worker that
+    /// holds them may be the one that just reconnected; others ignore them).
+    pub fn on_connected(&self, worker_id: &str) -> Vec<String> {
+        self.all()
+            .into_iter()
+            .filter(|run| {
+                run.cancel_requested
+                    && !run.state.is_terminal()
+                    && run.state != RunState::Queued
+                    && run.connection.is_none()
+                    && run.spec.worker_host == worker_id
+            })
+            .map(|run| run.id.clone())
+            .collect()
     }
 
     /// A sent run could not be delivered (its connection is gone): back to the queue.
@@ -337,11 +407,17 @@ impl RunStore {
         }
     }
 
-    /// Requests cancellation of run `id`.
+    /// Requests cancellation of run `id`; `workers` maps each open connection to its worker
+    /// id. A connection the run names that is not in `workers` counts as ended.
     ///
     /// # Errors
     /// [`CancelError::NotFound`] for an unknown id, [`CancelError::Finished`] when terminal.
-    pub fn cancel(&mut self, id: &str, now_us: u64) -> Result<CancelAction, CancelError> {
+    pub fn cancel(
+        &mut self,
+        id: &str,
+        workers: &BTreeMap<ConnectionId, String>,
+        now_us: u64,
+    ) -> Result<CancelAction, CancelError> {
         let run = self.runs.get_mut(id).ok_or(CancelError::NotFound)?;
         if run.state.is_terminal() {
             return Err(CancelError::Finished(run.state));
@@ -349,20 +425,49 @@ impl RunStore {
         run.cancel_requested = true;
         run.updated_at = now_us;
         match run.connection {
-            Some(conn) => {
+            Some(conn) if workers.contains_key(&conn) => {
                 run.status_message = Some("Cancellation requested".into());
                 Ok(CancelAction::Send(conn))
             }
-            None => {
-                finish(
-                    run,
-                    RunState::Cancelled,
-                    "Cancelled before a worker claimed it",
-                );
-                Ok(CancelAction::CancelledInQueue)
-            }
+            _ => Ok(self.cancel_undelivered(id, workers)),
         }
     }
+
+    /// The cancellation of run `id` could not be sent to the connection that holds it (that
+    /// connection ended): a queued run ends `CANCELLED`; a claimed one is detached and its
+    /// cancellation stays pending ([`CancelAction::Pending`]). Call after [`RunStore::cancel`].
+    pub fn cancel_undelivered(
+        &mut self,
+        id: &str,
+        workers: &BTreeMap<ConnectionId, String>,
+    ) -> CancelAction {
+        let Some(run) = self.runs.get_mut(id).filter(|run| !run.state.is_terminal()) else {
+            return CancelAction::CancelledInQueue;
+        };
+        run.connection = None;
+        if run.state == RunState::Queued {
+            finish(
+                run,
+                RunState::Cancelled,
+                "Cancelled before a worker claimed it",
+            );
+            return CancelAction::CancelledInQueue;
+        }
+        run.status_message = Some(pending_cancel_message(&run.spec.worker_host));
+        let targets = workers
+            .iter()
+            .filter(|(_, worker)| **worker == run.spec.worker_host)
+            .map(|(conn, _)| *conn)
+            .collect();
+        CancelAction::Pending(targets)
+    }
+}
+
+fn pending_cancel_message(worker_host: &str) -> String {
+    format!(
+        "Cancellation requested; worker {worker_host:?} is disconnected: the cancellation is \
+         sent to each connection with that id until the worker reports the end"
+    )
 }
 
 fn finish(run: &mut Run, state: RunState, message: &str) {

@@ -179,20 +179,177 @@ fn an_unclaimed_run_returns_to_the_queue_when_its_connection_ends() {
 fn cancel_depends_on_where_the_run_is() {
     let mut store = RunStore::new(DELAY);
     let now = Instant::now();
+    let none = BTreeMap::new();
     let queued = store.create(spec("absent"), 1).id;
-    assert_eq!(store.cancel(&queued, 2), Ok(CancelAction::CancelledInQueue));
+    assert_eq!(
+        store.cancel(&queued, &none, 2),
+        Ok(CancelAction::CancelledInQueue)
+    );
     assert_eq!(store.get(&queued).unwrap().state, RunState::Cancelled);
     assert_eq!(
-        store.cancel(&queued, 3),
+        store.cancel(&queued, &none, 3),
         Err(CancelError::Finished(RunState::Cancelled))
     );
-    assert_eq!(store.cancel("nope", 3), Err(CancelError::NotFound));
+    assert_eq!(store.cancel("nope", &none, 3), Err(CancelError::NotFound));
 
+    let live = workers(&[(7, "w")]);
     let running = store.create(spec("w"), 1).id;
-    store.offers(now, &workers(&[(7, "w")]));
+    store.offers(now, &live);
     store.on_message(7, &claimed(&running), now, 2);
-    assert_eq!(store.cancel(&running, 3), Ok(CancelAction::Send(7)));
+    assert_eq!(store.cancel(&running, &live, 3), Ok(CancelAction::Send(7)));
     assert_eq!(store.get(&running).unwrap().state, RunState::Claimed);
+}
+
+#[test]
+fn a_run_cancelled_before_its_claim_ends_cancelled_when_its_connection_drops() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let live = workers(&[(1, "w")]);
+    let id = store.create(spec("w"), 1).id;
+    store.offers(now, &live);
+    assert_eq!(store.cancel(&id, &live, 2), Ok(CancelAction::Send(1)));
+    store.on_disconnected(1, 3);
+    let run = store.get(&id).unwrap();
+    assert_eq!(run.state, RunState::Cancelled);
+    assert_eq!(run.updated_at, 3);
+    assert!(store.offers(now + DELAY, &workers(&[(2, "w")])).is_empty());
+    // The worker had claimed it before the cancellation reached it: its claim, arriving on
+    // its next connection, is answered with the cancellation again.
+    assert_eq!(
+        store.on_message(2, &claimed(&id), now, 4),
+        Reaction::CancelAgain
+    );
+    assert_eq!(store.get(&id).unwrap().state, RunState::Cancelled);
+    assert_eq!(
+        store.on_message(2, &completed(&id, Some("CANCELLED")), now, 5),
+        Reaction::Ignored
+    );
+}
+
+#[test]
+fn a_claimed_run_survives_its_connection_and_takes_reports_from_the_next_one() {
+    type Case = (
+        &'static str,
+        fn(&str) -> WorkerMessage,
+        RunState,
+        &'static str,
+    );
+    let cases: [Case; 2] = [
+        (
+            "success",
+            |id| completed(id, None),
+            RunState::Succeeded,
+            "done",
+        ),
+        ("failure", failed, RunState::Failed, "boom"),
+    ];
+    for (name, report, want, status) in cases {
+        let mut store = RunStore::new(DELAY);
+        let now = Instant::now();
+        let id = store.create(spec("w"), 1).id;
+        store.offers(now, &workers(&[(1, "w")]));
+        store.on_message(1, &claimed(&id), now, 2);
+        store.tick(now, 3);
+        store.on_disconnected(1, 4);
+        let run = store.get(&id).unwrap();
+        assert_eq!(run.state, RunState::InProgress, "{name}");
+        assert_eq!(run.connection, None, "{name}");
+        assert!(
+            store.offers(now + DELAY, &workers(&[(2, "w")])).is_empty(),
+            "{name}: a claimed run is not offered again"
+        );
+        assert_eq!(store.on_message(2, &report(&id), now, 5), Reaction::Applied);
+        let run = store.get(&id).unwrap();
+        assert_eq!(run.state, want, "{name}");
+        assert_eq!(run.status_message.as_deref(), Some(status), "{name}");
+    }
+}
+
+#[test]
+fn a_detached_runs_cancellation_waits_for_its_worker_id_to_connect() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let id = store.create(spec("w"), 1).id;
+    store.offers(now, &workers(&[(1, "w")]));
+    store.on_message(1, &claimed(&id), now, 2);
+    store.on_disconnected(1, 3);
+    // Another worker with that id is connected; the one holding the run is not.
+    let live = workers(&[(2, "w"), (3, "other")]);
+    assert_eq!(
+        store.cancel(&id, &live, 4),
+        Ok(CancelAction::Pending(vec![2]))
+    );
+    let run = store.get(&id).unwrap();
+    assert_eq!(run.state, RunState::Claimed);
+    assert!(
+        run.status_message
+            .as_deref()
+            .unwrap()
+            .contains("disconnected"),
+        "{run:?}"
+    );
+    assert_eq!(store.on_connected("w"), vec![id.clone()]);
+    assert!(store.on_connected("other").is_empty());
+    store.on_message(4, &completed(&id, Some("CANCELLED")), now, 5);
+    assert_eq!(store.get(&id).unwrap().state, RunState::Cancelled);
+    assert!(
+        store.on_connected("w").is_empty(),
+        "delivered: nothing pending"
+    );
+}
+
+#[test]
+fn a_cancellation_its_connection_did_not_take_is_pending_or_final() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let live = workers(&[(1, "w")]);
+    let offered = store.create(spec("w"), 1).id;
+    let running = store.create(spec("w"), 1).id;
+    store.offers(now, &live);
+    store.on_message(1, &claimed(&running), now, 2);
+    // Connection 1 is already gone from the open set (its task is ending).
+    let none = BTreeMap::new();
+    assert_eq!(
+        store.cancel(&offered, &none, 3),
+        Ok(CancelAction::CancelledInQueue)
+    );
+    assert_eq!(
+        store.cancel(&running, &none, 3),
+        Ok(CancelAction::Pending(vec![]))
+    );
+    // The send to a connection the store still believed open failed.
+    let other = store.create(spec("w"), 1).id;
+    store.offers(now, &live);
+    store.on_message(1, &claimed(&other), now, 4);
+    assert_eq!(store.cancel(&other, &live, 5), Ok(CancelAction::Send(1)));
+    assert_eq!(
+        store.cancel_undelivered(&other, &BTreeMap::new()),
+        CancelAction::Pending(vec![])
+    );
+    assert_eq!(store.on_connected("w"), vec![running, other]);
+}
+
+#[test]
+fn a_rejection_from_a_connection_that_no_longer_holds_the_offer_is_ignored() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let id = store.create(spec("w"), 1).id;
+    store.offers(now, &workers(&[(1, "w")]));
+    store.on_disconnected(1, 2);
+    assert_eq!(
+        store.offers(now, &workers(&[(2, "w")])),
+        vec![(id.clone(), 2)]
+    );
+    // The first worker's rejection, kept in its outbox, arrives on its new connection 3.
+    assert_eq!(
+        store.on_message(3, &rejected(&id), now, 3),
+        Reaction::Ignored
+    );
+    assert_eq!(store.get(&id).unwrap().connection, Some(2));
+    assert_eq!(
+        store.on_message(2, &claimed(&id), now, 4),
+        Reaction::Applied
+    );
 }
 
 #[test]

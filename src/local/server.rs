@@ -23,9 +23,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::api::{self, API_PREFIX, ApiRequest, Effect};
+use super::api::{self, API_PREFIX, ApiRequest, Connections};
 use super::api_model::assignment;
-use super::runs::RunStore;
+use super::runs::{Reaction, RunStore};
 use super::{
     ConnectionId, ConnectionInfo, Handshake, Received, RunOptions, SendError, ServerOptions,
     WS_PATH, timestamp,
@@ -99,11 +99,7 @@ impl Shared {
 
     /// Promotes claimed runs and sends every due queued run to a connection of its worker id.
     fn dispatch(&self) {
-        let workers = self
-            .worker_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let workers = Connections::worker_ids(self);
         let now = tokio::time::Instant::now().into_std();
         let mut store = self.lock_runs();
         store.tick(now, timestamp::now_us());
@@ -134,12 +130,34 @@ impl Shared {
         }
     }
 
+    /// Connection `id` of `worker_id` opened: it gets the pending cancellations of that id.
+    fn on_connected(&self, id: ConnectionId, worker_id: &str) {
+        let store = self.lock_runs();
+        for run_id in store.on_connected(worker_id) {
+            self.send_cancellation(id, &run_id);
+        }
+    }
+
     fn update_connection(&self, id: ConnectionId, change: impl FnOnce(&mut ConnectionInfo)) {
         self.connections.send_modify(|conns| {
             if let Some(conn) = conns.iter_mut().find(|c| c.id == id) {
                 change(conn);
             }
         });
+    }
+}
+
+impl Connections for Shared {
+    fn worker_ids(&self) -> BTreeMap<ConnectionId, String> {
+        self.worker_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn send_cancellation(&self, conn: ConnectionId, run_id: &str) -> bool {
+        let frame = encode_cancellation(run_id);
+        self.send_to(conn, Command::Send(frame)).is_ok()
     }
 }
 
@@ -206,11 +224,10 @@ async fn route(
             .map(HeaderValue::as_bytes),
         body: &body,
     };
-    let (response, effect) = api::handle(&api_request, &shared.api_key, &mut shared.lock_runs());
-    if let Effect::Cancel(conn, run_id) = effect {
-        let _ = shared.send_to(conn, Command::Send(encode_cancellation(&run_id)));
-    }
-    response
+    // The store stays locked while a cancel reads the connections and sends, so a connection
+    // that opens meanwhile either is among them or gets the cancellation from `on_connected`.
+    let mut store = shared.lock_runs();
+    api::handle(&api_request, &shared.api_key, &mut store, shared.as_ref())
 }
 
 /// Runs the dispatcher every [`DISPATCH_EVERY`] until `stop` fires.
@@ -293,7 +310,8 @@ fn upgrade(
                 .worker_ids
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id, worker_id);
+                .insert(id, worker_id.clone());
+            shared.on_connected(id, &worker_id);
         }
         shared.connections.send_modify(|conns| {
             conns.push(ConnectionInfo {
@@ -367,11 +385,18 @@ async fn serve_connection(
                 Some(Ok(Message::Text(text))) => {
                     let text = text.as_str().to_owned();
                     let message = WorkerMessage::parse(&text).ok();
-                    if let Some(message) = &message {
+                    let reaction = message.as_ref().map(|message| {
                         let now = tokio::time::Instant::now().into_std();
-                        shared.lock_runs().on_message(id, message, now, timestamp::now_us());
-                    }
+                        shared.lock_runs().on_message(id, message, now, timestamp::now_us())
+                    });
+                    let task_id = message.as_ref().map(|m| m.task_id().to_owned());
                     let _ = shared.messages_tx.send(Received { connection: id, text, message });
+                    if reaction == Some(Reaction::CancelAgain) && let Some(task_id) = task_id {
+                        let frame = encode_cancellation(&task_id);
+                        if socket.send(Message::text(frame)).await.is_err() {
+                            return;
+                        }
+                    }
                 }
                 Some(Ok(Message::Ping(_))) => shared.update_connection(id, |c| c.pings += 1),
                 Some(Ok(Message::Close(frame))) => {

@@ -453,3 +453,233 @@ async fn a_bad_secret_flag_is_refused_without_echoing_it() {
     );
     assert!(!stderr.contains(SECRET), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_list_filter_the_server_does_not_implement_is_a_typed_422_naming_it() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    let result = sdk::run(
+        &python,
+        &cp,
+        r#"
+client.agent.run(prompt="p", config={"worker_host": "nobody"})
+errors = {}
+for name, value in [("creator", "someone"), ("executor", "someone"),
+                    ("ancestor_run_id", "run-1"), ("schedule_id", "s-1"),
+                    ("artifact_type", "PLAN")]:
+    try:
+        client.agent.runs.list(**{name: value})
+        errors[name] = None
+    except oz_agent_sdk.UnprocessableEntityError as e:
+        errors[name] = {"status": e.status_code, "body": e.body}
+out({"errors": errors, "plain": len(client.agent.runs.list().runs)})
+"#,
+        &[],
+    )
+    .await;
+    assert_eq!(result["plain"], 1, "{result}");
+    for name in [
+        "creator",
+        "executor",
+        "ancestor_run_id",
+        "schedule_id",
+        "artifact_type",
+    ] {
+        let error = &result["errors"][name];
+        assert_eq!(error["status"], 422, "{name}: {result}");
+        assert_eq!(
+            error["body"]["detail"],
+            format!("{name}: this filter is not supported by the local control plane"),
+            "{name}: {result}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_cursor_pages_without_repeats_while_runs_change_between_pages() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    let result = sdk::run(
+        &python,
+        &cp,
+        r#"
+ids = [client.agent.run(prompt=f"run {n}", config={"worker_host": "nobody"}).run_id
+       for n in range(5)]
+first = client.agent.runs.list(limit=2)
+# The oldest run changes, so it moves to the front of the default updated_at order.
+client.agent.runs.cancel(ids[0])
+second = first.get_next_page()
+out({"ids": ids, "first": [r.run_id for r in first.runs],
+     "second": [r.run_id for r in second.runs]})
+"#,
+        &[],
+    )
+    .await;
+    let ids = |key: &str| -> Vec<String> { serde_json::from_value(result[key].clone()).unwrap() };
+    let all = ids("ids");
+    assert_eq!(ids("first"), [all[4].clone(), all[3].clone()], "{result}");
+    assert_eq!(ids("second"), [all[2].clone(), all[1].clone()], "{result}");
+}
+
+/// Creates a run for worker `sdk-w` with the SDK and waits until it is `INPROGRESS`; its id.
+async fn start_gated_run(python: &str, cp: &LocalControlPlane) -> String {
+    let started = sdk::run(
+        python,
+        cp,
+        r#"
+created = client.agent.run(prompt="Wait for the gate", config={"worker_host": "sdk-w"})
+out(wait_for(created.run_id, ["INPROGRESS"]).run_id)
+"#,
+        &[],
+    )
+    .await;
+    started.as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_run_whose_connection_drops_mid_run_ends_with_the_report_from_the_next_one() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("go");
+    let wait = format!("OZ_STANDIN_WAIT_FILE={}", gate.display());
+    let daemon = worker(&cp, "sdk-w", &["-e", wait.as_str()]).await;
+    let run_id = start_gated_run(&python, &cp).await;
+    let first = cp.connections().last().unwrap().id;
+    cp.drop_all_connections();
+    cp.wait_connections(Duration::from_secs(30), |conns| {
+        conns.iter().any(|c| c.open && c.id > first)
+    })
+    .await
+    .expect("the worker reconnects");
+    std::fs::write(&gate, "").unwrap();
+    let run = sdk::run(
+        &python,
+        &cp,
+        "out(wait_for(sys.argv[1], ['SUCCEEDED', 'FAILED', 'CANCELLED', 'QUEUED']).model_dump(mode='json'))",
+        &[&run_id],
+    )
+    .await;
+    assert_eq!(run["state"], "SUCCEEDED", "{run}");
+    assert_eq!(
+        run["status_message"]["message"],
+        "Task completed successfully"
+    );
+    assert_eq!(task_ids(&daemon), vec![run_id], "it ran once");
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_worker_is_disconnected_is_delivered_when_it_reconnects() {
+    let Some(python) = python() else { return };
+    let cp = control_plane().await;
+    let knobs = [
+        "-e",
+        "OZ_STANDIN_SLEEP=forever",
+        "-e",
+        "OZ_STANDIN_SPAWN_CHILD=1",
+    ];
+    let daemon = worker(&cp, "sdk-w", &knobs).await;
+    let run_id = start_gated_run(&python, &cp).await;
+    wait_for_pid(&daemon.report()).await;
+    let pids = reported_pids(&daemon.report());
+    assert_eq!(pids.len(), 2, "the stand-in and its child: {pids:?}");
+
+    cp.set_reject_handshakes(Some(503));
+    cp.drop_all_connections();
+    cp.wait_connections(Duration::from_secs(30), |conns| {
+        conns.iter().all(|c| !c.open)
+    })
+    .await
+    .expect("the connection ends");
+    let pending = sdk::run(
+        &python,
+        &cp,
+        r#"
+raw = client.agent.runs.with_raw_response.cancel(sys.argv[1])
+run = client.agent.runs.retrieve(sys.argv[1])
+out({"status": raw.status_code, "answer": raw.parse(), "run": run.model_dump(mode="json")})
+"#,
+        &[&run_id],
+    )
+    .await;
+    assert_eq!(pending["status"], 202, "{pending}");
+    assert_eq!(pending["answer"], run_id.as_str());
+    assert_eq!(pending["run"]["state"], "INPROGRESS", "{pending}");
+    let message = pending["run"]["status_message"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("disconnected"), "{message}");
+
+    cp.set_reject_handshakes(None);
+    let run = sdk::run(
+        &python,
+        &cp,
+        "out(wait_for(sys.argv[1], ['CANCELLED', 'SUCCEEDED', 'FAILED']).model_dump(mode='json'))",
+        &[&run_id],
+    )
+    .await;
+    assert_eq!(run["state"], "CANCELLED", "{run}");
+    assert_eq!(
+        run["status_message"]["message"],
+        "Task cancelled by user request."
+    );
+    assert_eq!(wait_all_dead(&pids).await, Vec::<i32>::new());
+    daemon.stop().await.unwrap();
+}
+
+/// Runs `scripts/setup/50-oz-sdk.sh` as `scripts/test.sh` does (sourced by a `set -euo
+/// pipefail` bash) in `dir`, with a stand-in `python3` on `PATH` whose venvs' `pip` records
+/// the version it was asked for; returns (success, stdout).
+fn source_setup_script(dir: &std::path::Path) -> (bool, String) {
+    let stub = dir.join("stub");
+    std::fs::create_dir_all(&stub).unwrap();
+    let python3 = r#"#!/bin/sh
+if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
+  mkdir -p "$3/bin"
+  printf '#!/bin/sh\ncat "%s/version" 2>/dev/null || exit 1\n' "$3" > "$3/bin/python"
+  printf '#!/bin/sh\nfor a; do v=$a; done; echo "${v#oz-agent-sdk==}" > "%s/version"\n' "$3" > "$3/bin/pip"
+  chmod +x "$3/bin/python" "$3/bin/pip"
+fi
+"#;
+    write_executable(&stub.join("python3"), python3);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup/50-oz-sdk.sh");
+    let path = format!("{}:{}", stub.display(), std::env::var("PATH").unwrap());
+    let output = std::process::Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail; . {script}")])
+        .current_dir(dir)
+        .env("PATH", path)
+        .env_remove("OZ_SDK_VERSION")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.success(), stdout)
+}
+
+fn write_executable(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn the_setup_script_reinstalls_an_sdk_of_another_version_and_keeps_the_right_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv_bin = dir.path().join("target/test-tools/sdk-venv/bin");
+    std::fs::create_dir_all(&venv_bin).unwrap();
+    write_executable(&venv_bin.join("python"), "#!/bin/sh\necho 0.14.0\n");
+    let (ok, stdout) = source_setup_script(dir.path());
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains("want 0.15.0, have 0.14.0: (re)installing"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("oz-agent-sdk 0.15.0\n"), "{stdout}");
+
+    let (ok, stdout) = source_setup_script(dir.path());
+    assert!(ok, "{stdout}");
+    assert_eq!(
+        stdout, "oz-agent-sdk 0.15.0\n",
+        "already right: nothing installed"
+    );
+}
