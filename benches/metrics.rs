@@ -1,9 +1,11 @@
 //! Cost of the metrics path: nanoseconds per recorded task lifecycle (`TaskClaimed` +
-//! `TaskFinished`) with each exporter against `none`, and the RSS with the Prometheus exporter
-//! after 10k, 50k and 100k lifecycles (it should plateau: every series is bounded).
+//! `TaskFinished`) with each exporter against `none`, and the RSS of a fresh process with the
+//! Prometheus exporter as lifecycles accumulate (10k, 20k, ... 100k; it should plateau, since
+//! every series is bounded), with the number of exported series.
 //!
-//! Run: `cargo bench --bench metrics`. The console exporter runs in a child process of this
-//! binary whose stdout goes to /dev/null.
+//! Run: `cargo bench --bench metrics`. The console exporter and the RSS measurement each run in
+//! a child process of this binary (so the RSS is not inflated by the other pipelines); the
+//! console child's stdout goes to /dev/null.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -23,6 +25,9 @@ const MEASURED: u64 = 200_000;
 /// Under `cargo test --all-targets` (no `--bench` argument): a quick smoke run instead.
 const SMOKE: u64 = 1_000;
 const CHILD_ENV: &str = "OZ_BENCH_METRICS_CHILD";
+/// Lifecycles of the RSS measurement, and how often it scrapes and prints.
+const RSS_LIFECYCLES: u64 = 100_000;
+const RSS_CHECKPOINT: u64 = 10_000;
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
@@ -32,6 +37,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if std::env::var(CHILD_ENV).as_deref() == Ok("rss") {
+        let (total, every) = if full {
+            (RSS_LIFECYCLES, RSS_CHECKPOINT)
+        } else {
+            (SMOKE, SMOKE / 10)
+        };
+        rss_plateau(&runtime, total, every);
+        return;
+    }
     if std::env::var(CHILD_ENV).as_deref() == Ok("console") {
         let ns = runtime.block_on(start(&[
             ("OTEL_METRICS_EXPORTER", "console"),
@@ -80,8 +94,27 @@ fn main() {
         None => println!("  console: the child process failed"),
     }
 
-    if full {
-        rss_plateau(&runtime);
+    if !rss_in_child(full) {
+        println!("  RSS: the child process failed");
+    }
+}
+
+/// Runs [`rss_plateau`] in a fresh child process and prints its report; false if it failed.
+fn rss_in_child(full: bool) -> bool {
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    let output = Command::new(exe)
+        .args(full.then_some("--bench"))
+        .env(CHILD_ENV, "rss")
+        .stderr(Stdio::inherit())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            print!("{}", String::from_utf8_lossy(&output.stdout));
+            true
+        }
+        _ => false,
     }
 }
 
@@ -189,8 +222,10 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// RSS with the Prometheus exporter, scraped every 10k lifecycles like a real Prometheus.
-fn rss_plateau(runtime: &tokio::runtime::Runtime) {
+/// RSS of this (fresh) process with the Prometheus exporter, scraped every `every` lifecycles
+/// like a real Prometheus, printed at each scrape with the number of series exposed.
+fn rss_plateau(runtime: &tokio::runtime::Runtime, total: u64, every: u64) {
+    let baseline = rss_kib();
     let metrics = runtime.block_on(start(&[
         ("OTEL_METRICS_EXPORTER", "prometheus"),
         ("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1"),
@@ -200,31 +235,49 @@ fn rss_plateau(runtime: &tokio::runtime::Runtime) {
         .otel()
         .and_then(|otel| otel.prometheus_addr())
         .expect("prometheus exporter");
-    println!("RSS with the prometheus exporter (scraped every 10k lifecycles):");
-    println!("  {:>7} lifecycles: {:>7} KiB", 0, rss_kib());
-    let mut exposition_bytes = 0;
-    for idx in 0..100_000u64 {
+    println!(
+        "RSS of a fresh process with the prometheus exporter (scraped every {every} lifecycles):"
+    );
+    println!("  before the pipeline:      {baseline:>7} KiB");
+    let (_, series) = runtime.block_on(scrape(addr));
+    println!(
+        "  {:>7} lifecycles: {:>7} KiB, {series:>4} series",
+        0,
+        rss_kib()
+    );
+    let mut body_bytes = 0;
+    for idx in 0..total {
         lifecycle(&metrics, idx);
-        if (idx + 1) % 10_000 == 0 {
-            exposition_bytes = runtime.block_on(scrape(addr));
-            if matches!(idx + 1, 10_000 | 50_000 | 100_000) {
-                println!("  {:>7} lifecycles: {:>7} KiB", idx + 1, rss_kib());
-            }
+        if (idx + 1) % every == 0 {
+            let (bytes, series) = runtime.block_on(scrape(addr));
+            body_bytes = bytes;
+            println!(
+                "  {:>7} lifecycles: {:>7} KiB, {series:>4} series",
+                idx + 1,
+                rss_kib()
+            );
         }
     }
-    println!("  /metrics body after 100k lifecycles: {exposition_bytes} bytes");
+    println!("  /metrics response after {total} lifecycles: {body_bytes} bytes");
     runtime.block_on(metrics.shutdown());
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> usize {
+/// Scrapes `/metrics`; the response size and the number of series (sample lines).
+async fn scrape(addr: std::net::SocketAddr) -> (usize, usize) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-        return 0;
+        return (0, 0);
     };
     let _ = stream
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
         .await;
-    let mut body = Vec::new();
-    let _ = stream.read_to_end(&mut body).await;
-    body.len()
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let series = body
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .count();
+    (response.len(), series)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::adapters::command::CommandExecutor;
 use crate::adapters::control_plane::{WsConfig, WsTaskSource};
@@ -20,7 +20,7 @@ use crate::app::config::{Backend, Config};
 use crate::app::supervisor::{ShutdownDeadlines, Stopped, Supervisor, SupervisorSettings};
 use crate::domain::argv::ArgvSettings;
 use crate::domain::{ConcurrencyPolicy, SpecSettings};
-use crate::ports::{ControlEvent, Executor, Ports, Readiness, TaskSource};
+use crate::ports::{ControlEvent, Executor, Metrics, Ports, Readiness, Signal, TaskSource};
 
 /// The crate version, reported in metrics and the User-Agent.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -36,6 +36,7 @@ pub struct App {
     supervisor: Supervisor,
     source: Arc<dyn TaskSource>,
     metrics: WorkerMetrics,
+    readiness: Readiness,
     health: Option<HealthServer>,
 }
 
@@ -97,9 +98,10 @@ pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> any
         metrics: Arc::new(metrics.clone()),
     };
     Ok(App {
-        supervisor: Supervisor::new(ports, settings, readiness),
+        supervisor: Supervisor::new(ports, settings, readiness.clone()),
         source,
         metrics,
+        readiness,
         health,
     })
 }
@@ -149,8 +151,16 @@ impl App {
             tokio::spawn(async move { source.run(events, token).await })
         };
         let stopped = self.supervisor.run(receiver, shutdown).await;
+        // The connection must outlive the supervisor (its shutdown sequence flushes reports
+        // through it), so the source stops only now, with no one left to read its events.
         source_token.cancel();
-        let source_result = tokio::time::timeout(SOURCE_STOP_TIMEOUT, source_task).await;
+        let mut source_task = source_task;
+        let source_result = tokio::time::timeout(SOURCE_STOP_TIMEOUT, &mut source_task).await;
+        if source_result.is_err() {
+            warn!("The control-plane connection did not close within {SOURCE_STOP_TIMEOUT:?}");
+            source_task.abort();
+        }
+        record_connection_end(&self.readiness, &self.metrics);
         self.metrics.shutdown().await;
         if let Some(health) = &self.health {
             health.stop();
@@ -166,5 +176,38 @@ impl App {
                 anyhow::bail!("control-plane connection ended unexpectedly")
             }
         }
+    }
+}
+
+/// Records the end of the connection the supervisor last saw open, once the source has
+/// stopped: the source's own `Disconnected` for it (sent on cancel, or lost in the channel
+/// during the shutdown sequence) has no reader any more. `readiness.connected()` is true
+/// exactly while a `Connected` signal has no matching `Disconnected`, so this keeps
+/// `oz_worker_connected` at 0 and counts `reconnects_total{reason=remote_close}` +1 for a
+/// local shutdown (protocol.md §6.1), before the final flush.
+fn record_connection_end(readiness: &Readiness, metrics: &dyn Metrics) {
+    if readiness.connected() {
+        readiness.set_connected(false);
+        metrics.record(Signal::Disconnected);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::fake::RecordingMetrics;
+
+    #[test]
+    fn an_open_connection_ends_once_and_a_closed_one_not_again() {
+        let readiness = Readiness::default();
+        let metrics = RecordingMetrics::default();
+        record_connection_end(&readiness, &metrics);
+        assert!(metrics.signals().is_empty());
+
+        readiness.set_connected(true);
+        record_connection_end(&readiness, &metrics);
+        record_connection_end(&readiness, &metrics);
+        assert_eq!(metrics.signals(), [Signal::Disconnected]);
+        assert!(!readiness.connected());
     }
 }

@@ -1,6 +1,7 @@
 //! The OTLP exporter against real sinks on loopback (HTTP/protobuf and gRPC): the decoded
 //! protobuf carries the catalogue's names, kinds, units, descriptions, attributes, values and
-//! the resource attributes. Also the `console` exporter's stdout, checked in a child process.
+//! the resource attributes. Also OTLP/HTTP over TLS to an `https://` endpoint, and the
+//! `console` exporter's stdout, checked in a child process.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,7 +12,9 @@ use oz_agent_worker::adapters::otel::{
 use oz_agent_worker::domain::{FailurePhase, FailureReason, RejectReason, TaskResult};
 use oz_agent_worker::ports::{Metrics, Readiness, Signal};
 
-use crate::support::otlp::{Export, start_grpc_sink, start_http_sink};
+use crate::support::otlp::{
+    Export, TLS_CA_PEM, start_grpc_sink, start_http_sink, start_tls_http_sink,
+};
 
 fn service() -> ServiceInfo {
     ServiceInfo {
@@ -150,6 +153,85 @@ async fn otlp_grpc_export_decodes_to_the_catalogue() {
     assert_eq!(export.headers["x-oz-test"], "token one");
     assert_catalogue(&export);
     metrics.shutdown(SHUTDOWN_TIMEOUT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_over_tls_trusts_the_configured_ca_and_nothing_else() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (addr, received, failed_handshakes) = start_tls_http_sink();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, TLS_CA_PEM).unwrap();
+    let endpoint = format!("https://localhost:{}", addr.port());
+    let start = |certificate: Option<&str>| {
+        let mut vars = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "600000"),
+        ];
+        vars.extend(certificate.map(|path| ("OTEL_EXPORTER_OTLP_CERTIFICATE", path)));
+        OtelMetrics::start(&config(&vars), Readiness::default()).unwrap()
+    };
+
+    // Trusting the test CA: the export arrives, decoded, over TLS.
+    let metrics = start(Some(ca.to_str().unwrap()));
+    metrics.record(Signal::TaskClaimed);
+    metrics.flush().await.unwrap();
+    let export = received.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        export.value("oz_worker_tasks_claimed_total", &[]),
+        Some(1.0)
+    );
+    metrics.shutdown(SHUTDOWN_TIMEOUT).await.unwrap();
+
+    // The system roots do not know the test CA: the handshake fails, nothing arrives.
+    let before = received.all().len();
+    let metrics = start(None);
+    assert!(
+        metrics.flush().await.is_err(),
+        "an untrusted server was accepted"
+    );
+    assert_eq!(received.all().len(), before);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while failed_handshakes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink saw no refused handshake"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = metrics.shutdown(SHUTDOWN_TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_grpc_endpoint_builds_a_tls_client() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, TLS_CA_PEM).unwrap();
+    for certificate in [None, Some(ca.to_str().unwrap())] {
+        let mut vars = vec![
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector.invalid:4317",
+            ),
+        ];
+        vars.extend(certificate.map(|path| ("OTEL_EXPORTER_OTLP_CERTIFICATE", path)));
+        let metrics = OtelMetrics::start(&config(&vars), Readiness::default())
+            .unwrap_or_else(|error| panic!("{certificate:?}: {error}"));
+        let _ = metrics.shutdown(Duration::from_millis(100)).await;
+    }
+    // A certificate file that does not exist is a clear init error, naming the file.
+    let error = OtelMetrics::start(
+        &config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:4318"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+        ]),
+        Readiness::default(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
 }
 
 /// Gate for the child process of `console_exporter_prints_the_catalogue_to_stdout`.

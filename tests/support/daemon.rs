@@ -126,3 +126,78 @@ pub fn assignment_with_secret(task_id: &str, secret: &str) -> serde_json::Value 
     data["env_vars"]["GITHUB_ACCESS_TOKEN"] = serde_json::json!(secret);
     data
 }
+
+/// As [`spawn_direct_with_env`], but a failed build (e.g. a `--health-listen` address that
+/// cannot be bound) is returned instead of failing the test.
+pub async fn try_spawn_direct_with_env(
+    cp: &LocalControlPlane,
+    extra: &[&str],
+    env_overrides: &[(&str, &str)],
+) -> anyhow::Result<Daemon> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = direct_config_file(&dir);
+    let report = format!(
+        "OZ_STANDIN_REPORT={}",
+        dir.path().join("report.txt").display()
+    );
+    let mut args: Vec<String> = [
+        "oz-agent-worker",
+        "--config-file",
+        &config_file.display().to_string(),
+        "--web-socket-url",
+        &cp.ws_url(),
+        "--server-root-url",
+        "http://127.0.0.1:1",
+        "--log-level",
+        "debug",
+        "-e",
+        &report,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    env.insert("WARP_API_KEY".into(), API_KEY.into());
+    env.insert("OTEL_METRICS_EXPORTER".into(), "none".into());
+    for (key, value) in env_overrides {
+        env.insert((*key).into(), (*value).into());
+    }
+    let lookup = move |name: &str| env.get(name).cloned();
+    let loaded = config::load(args, &lookup).expect("valid scenario config");
+    let Invocation::Run(config) = loaded.invocation else {
+        panic!("expected a run invocation");
+    };
+    let app = bootstrap::build(&config, &lookup).await?;
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run(shutdown.clone()));
+    Ok(Daemon {
+        shutdown,
+        handle,
+        dir,
+    })
+}
+
+/// Writes the Direct-backend config file of the scenario daemons into `dir`.
+pub fn direct_config_file(dir: &tempfile::TempDir) -> PathBuf {
+    let config_file = dir.path().join("config.yaml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "worker_id: scenario-worker\nbackend:\n  direct:\n    workspace_root: {}\n    oz_path: {}\n",
+            dir.path().join("workspaces").display(),
+            standin_path().display()
+        ),
+    )
+    .unwrap();
+    config_file
+}
+
+/// A loopback port that was free a moment ago (for flags that take a fixed address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

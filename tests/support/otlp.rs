@@ -1,6 +1,7 @@
 //! OTLP metrics sinks on loopback for the exporter tests: OTLP/HTTP (protobuf, a small hyper
 //! server) and OTLP/gRPC (a tonic `MetricsService`). Both decode `ExportMetricsServiceRequest`
-//! with prost and keep every request, flattened to [`Export`]s, for the test to inspect.
+//! with prost and keep every request, flattened to [`Export`]s, for the test to inspect. A
+//! third sink speaks OTLP/HTTP over TLS with a test CA, for `https://` endpoints.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -292,5 +293,112 @@ fn flatten_metric(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> M
         kind,
         points,
         sums,
+    }
+}
+
+/// The CA that signed [`TLS_SINK_CERT`] (self-signed, valid until 2125; test use only).
+pub const TLS_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBmjCCAUGgAwIBAgIUWrPp0orkv1VICqWMEClr8YqoFI8wCgYIKoZIzj0EAwIw\nGjEYMBYGA1UEAwwPb3otdGVzdCBPVExQIENBMCAXDTI2MTIwMjA3MDMyMVoYDzIx\nMjYxMTA4MDcwMzIxWjAaMRgwFgYDVQQDDA9vei10ZXN0IE9UTFAgQ0EwWTATBgcq\nhkjOPQIBBggqhkjOPQMBBwNCAASTjocw4/FnnJGwFCkPXCEbC0CUBKdroI2fX3Bm\nuM0xyZ+AiIYXmdMMCpKT/ADc33l4E8bNM5qy89aYkSh/zNHAo2MwYTAdBgNVHQ4E\nFgQUC7Rfef5kjEmDWkcfZtVHk1dNM3YwHwYDVR0jBBgwFoAUC7Rfef5kjEmDWkcf\nZtVHk1dNM3YwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAgQwCgYIKoZI\nzj0EAwIDRwAwRAIgH+yAUdCUrEWPuoc2lKxAuHIzCepUF+wq74FD0ucv9DICIC6r\nxiY+BTzCYG4n00yEFYQfYzjXsElu6Ygq81Ac5FIx\n-----END CERTIFICATE-----\n";
+/// The TLS sink's certificate: `localhost` and `127.0.0.1`, signed by [`TLS_CA_PEM`].
+const TLS_SINK_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBxDCCAWugAwIBAgIUPmGYihSgbFwFs0/C4FiYYxzcGqgwCgYIKoZIzj0EAwIw\nGjEYMBYGA1UEAwwPb3otdGVzdCBPVExQIENBMCAXDTI2MTIwMjA3MDMyMVoYDzIx\nMjYxMTA4MDcwMzIxWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIB\nBggqhkjOPQMBBwNCAAT8DPYLFN98bVd4Z8HeDEWXGnxQca7EW1NCjEhnzFNnDevo\n/XMglYpB2RJ18s/wA0wDuwiW9ZVw/8U5EgKuWMQLo4GSMIGPMAwGA1UdEwEB/wQC\nMAAwDgYDVR0PAQH/BAQDAgeAMBMGA1UdJQQMMAoGCCsGAQUFBwMBMBoGA1UdEQQT\nMBGCCWxvY2FsaG9zdIcEfwAAATAdBgNVHQ4EFgQUauwj0/dOZCDtkJFwJBqnKD5c\nrmcwHwYDVR0jBBgwFoAUC7Rfef5kjEmDWkcfZtVHk1dNM3YwCgYIKoZIzj0EAwID\nRwAwRAIgOCNBTW1+25XBUn5naMmj6tlXybDuwR0g9OwFAGccXZACIFAXi3zidBRz\ncTrUpE1eK8Mnl30gUh+SyndocwHxTqV0\n-----END CERTIFICATE-----\n";
+/// The TLS sink's private key (PKCS#8, P-256; test use only).
+const TLS_SINK_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgeBi3wqnNcE1bi6Qj\n3AgLFcA7HK67LzcFGXRqUCHnuIWhRANCAAT8DPYLFN98bVd4Z8HeDEWXGnxQca7E\nW1NCjEhnzFNnDevo/XMglYpB2RJ18s/wA0wDuwiW9ZVw/8U5EgKuWMQL\n-----END PRIVATE KEY-----\n";
+
+/// Starts an OTLP/HTTP sink over TLS (rustls on ring, certificate [`TLS_SINK_CERT`] for
+/// `localhost`/`127.0.0.1`) on `127.0.0.1:0`. A small blocking HTTP/1.1 server on its own
+/// threads: it records each `POST /v1/metrics` and answers 200; connections whose TLS
+/// handshake fails (an untrusted client) are counted in the returned counter and dropped.
+pub fn start_tls_http_sink() -> (SocketAddr, Received, Arc<std::sync::atomic::AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_slice(TLS_SINK_CERT.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(TLS_SINK_KEY.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Received::default();
+    let failed_handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (sink, failed) = (received.clone(), failed_handshakes.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let (config, sink, failed) = (config.clone(), sink.clone(), failed.clone());
+            std::thread::spawn(move || serve_tls_connection(stream, config, &sink, &failed));
+        }
+    });
+    (addr, received, failed_handshakes)
+}
+
+fn serve_tls_connection(
+    stream: std::net::TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    sink: &Received,
+    failed_handshakes: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut connection = rustls::ServerConnection::new(config).unwrap();
+    let mut tcp = stream;
+    while connection.is_handshaking() {
+        if connection.complete_io(&mut tcp).is_err() {
+            failed_handshakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
+    }
+    let mut reader = BufReader::new(rustls::StreamOwned::new(connection, tcp));
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            }
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let ok = request_line.starts_with("POST /v1/metrics ")
+            && headers.get("content-type").map(String::as_str) == Some("application/x-protobuf");
+        let status = match ExportMetricsServiceRequest::decode(body.as_slice()) {
+            Ok(decoded) if ok => {
+                sink.push(headers, &decoded);
+                "200 OK"
+            }
+            _ => "400 Bad Request",
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+        );
+        let stream = reader.get_mut();
+        if stream
+            .write_all(response.as_bytes())
+            .and_then(|()| stream.flush())
+            .is_err()
+        {
+            return;
+        }
     }
 }

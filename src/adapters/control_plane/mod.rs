@@ -148,6 +148,9 @@ impl WsTaskSource {
             let end = connection::serve(socket, &self.config, &self.outbox, events, cancel).await;
             let reason = match end {
                 ConnectionEnd::Cancelled | ConnectionEnd::EventsClosed => {
+                    // Best effort: on a local shutdown the app has usually stopped reading.
+                    // It records the connection's end itself once this source has returned
+                    // (`bootstrap::record_connection_end`), before the final metrics flush.
                     let _ = events.try_send(ControlEvent::Disconnected);
                     return Ok(());
                 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::OtelError;
@@ -21,8 +22,9 @@ pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
 /// `OTEL_METRIC_EXPORT_INTERVAL` default.
 pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_millis(60_000);
-/// `OTEL_EXPORTER_OTLP_TIMEOUT` default.
-pub const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// `OTEL_METRIC_EXPORT_TIMEOUT` default (protocol.md §6.2): the bound on one OTLP export
+/// unless `OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT` sets a shorter one.
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
 
 /// What the worker tells the metrics pipeline about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +79,13 @@ pub struct OtlpConfig {
     pub endpoint: String,
     /// Extra request headers (may hold credentials: never logged).
     pub headers: BTreeMap<String, String>,
-    /// Per-export request timeout.
+    /// The bound on one export: `OTEL_METRIC_EXPORT_TIMEOUT` (default 30 s), or the
+    /// OTLP request timeout `OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT` when that is set and
+    /// shorter (both bound an export in the reference, so the shorter one wins).
     pub timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_[METRICS_]CERTIFICATE`: a PEM file of the CA certificates trusted
+    /// for an `https://` endpoint, instead of the system roots (as the reference).
+    pub certificate: Option<PathBuf>,
     /// `OTEL_METRIC_EXPORT_INTERVAL`.
     pub interval: Duration,
 }
@@ -91,6 +98,7 @@ impl fmt::Debug for OtlpConfig {
             .field("endpoint", &self.endpoint)
             .field("headers", &header_names)
             .field("timeout", &self.timeout)
+            .field("certificate", &self.certificate)
             .field("interval", &self.interval)
             .finish()
     }
@@ -183,15 +191,22 @@ fn otlp_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<OtlpConfig, Ot
         None => BTreeMap::new(),
         Some((variable, value)) => parse_pairs(variable, &value, "k1=v1,k2=v2", false)?,
     };
-    let timeout = match first_set(lookup, &METRICS_OR_GENERIC_TIMEOUT) {
-        None => DEFAULT_OTLP_TIMEOUT,
-        Some((variable, value)) => parse_millis(variable, value)?,
+    let export_timeout = match lookup("OTEL_METRIC_EXPORT_TIMEOUT").filter(|v| !v.is_empty()) {
+        None => DEFAULT_EXPORT_TIMEOUT,
+        Some(value) => parse_millis("OTEL_METRIC_EXPORT_TIMEOUT", value)?,
     };
+    let timeout = match first_set(lookup, &METRICS_OR_GENERIC_TIMEOUT) {
+        None => export_timeout,
+        Some((variable, value)) => parse_millis(variable, value)?.min(export_timeout),
+    };
+    let certificate =
+        first_set(lookup, &METRICS_OR_GENERIC_CERTIFICATE).map(|(_, path)| PathBuf::from(path));
     Ok(OtlpConfig {
         protocol,
         endpoint,
         headers,
         timeout,
+        certificate,
         interval: export_interval(lookup)?,
     })
 }
@@ -207,6 +222,10 @@ const METRICS_OR_GENERIC_HEADERS: [&str; 2] = [
 const METRICS_OR_GENERIC_TIMEOUT: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
     "OTEL_EXPORTER_OTLP_TIMEOUT",
+];
+const METRICS_OR_GENERIC_CERTIFICATE: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
 ];
 
 /// The first of `variables` that is set and non-empty, with its value.

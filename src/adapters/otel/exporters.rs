@@ -1,6 +1,9 @@
 //! Builds the SDK pipeline for the configured exporter: a Prometheus registry behind our HTTP
 //! server, a periodic OTLP push (HTTP/protobuf on the SDK's own thread with the blocking
 //! reqwest client, or gRPC via tonic), or periodic console output.
+//!
+//! OTLP to an `https://` endpoint uses rustls on ring with the system roots, or only the CA
+//! certificates of `OTEL_EXPORTER_OTLP_[METRICS_]CERTIFICATE` when that is set.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,10 +19,10 @@ use super::config::{ExporterConfig, OtelConfig, OtlpConfig, OtlpProtocol};
 use super::http;
 use crate::ports::Readiness;
 
-/// A built provider plus, for Prometheus, the bound address of the server.
+/// A built provider plus, for Prometheus, the bound addresses of the server.
 pub(crate) struct Pipeline {
     pub(crate) provider: SdkMeterProvider,
-    pub(crate) prometheus_addr: Option<SocketAddr>,
+    pub(crate) prometheus_addrs: Vec<SocketAddr>,
 }
 
 /// Builds the provider for `config`. Binds the Prometheus port first, so a bad or busy port
@@ -33,7 +36,7 @@ pub(crate) fn build(
     match &config.exporter {
         ExporterConfig::None => Err(OtelError::Disabled),
         ExporterConfig::Prometheus { host, port } => {
-            let listener = http::bind_prometheus(host, *port)?;
+            let listeners = http::bind_prometheus(host, *port)?;
             let registry = prometheus::Registry::new();
             let exporter = opentelemetry_prometheus::exporter()
                 .with_registry(registry.clone())
@@ -43,10 +46,10 @@ pub(crate) fn build(
                 .build()
                 .map_err(|error| OtelError::Exporter(error.to_string()))?;
             let provider = builder.with_reader(exporter).build();
-            let addr = http::serve(listener, Some(registry), readiness, stop.clone())?;
+            let prometheus_addrs = http::serve(listeners, Some(registry), readiness, stop.clone())?;
             Ok(Pipeline {
                 provider,
-                prometheus_addr: Some(addr),
+                prometheus_addrs,
             })
         }
         ExporterConfig::Otlp(otlp) => {
@@ -55,7 +58,7 @@ pub(crate) fn build(
                 .build();
             Ok(Pipeline {
                 provider: builder.with_reader(reader).build(),
-                prometheus_addr: None,
+                prometheus_addrs: Vec::new(),
             })
         }
         ExporterConfig::Console { interval } => {
@@ -64,7 +67,7 @@ pub(crate) fn build(
                 .build();
             Ok(Pipeline {
                 provider: builder.with_reader(reader).build(),
-                prometheus_addr: None,
+                prometheus_addrs: Vec::new(),
             })
         }
     }
@@ -85,6 +88,7 @@ fn otlp_exporter(otlp: &OtlpConfig) -> Result<opentelemetry_otlp::MetricExporter
     let built = match otlp.protocol {
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
             .with_http()
+            .with_http_client(http_client(otlp)?)
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(otlp.endpoint.clone())
             .with_timeout(otlp.timeout)
@@ -101,8 +105,11 @@ fn otlp_exporter(otlp: &OtlpConfig) -> Result<opentelemetry_otlp::MetricExporter
                 })?;
                 headers.insert(name, value);
             }
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
+            let mut builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+            if is_https(&otlp.endpoint) {
+                builder = builder.with_tls_config(grpc_tls(otlp)?);
+            }
+            builder
                 .with_protocol(Protocol::Grpc)
                 .with_endpoint(otlp.endpoint.clone())
                 .with_timeout(otlp.timeout)
@@ -113,4 +120,70 @@ fn otlp_exporter(otlp: &OtlpConfig) -> Result<opentelemetry_otlp::MetricExporter
         }
     };
     built.map_err(|error| OtelError::Exporter(error.to_string()))
+}
+
+fn is_https(endpoint: &str) -> bool {
+    endpoint
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
+/// The CA certificates of `OTEL_EXPORTER_OTLP_[METRICS_]CERTIFICATE`, as PEM, when set.
+fn trusted_pem(otlp: &OtlpConfig) -> Result<Option<Vec<u8>>, OtelError> {
+    let Some(path) = &otlp.certificate else {
+        return Ok(None);
+    };
+    std::fs::read(path).map(Some).map_err(|error| {
+        OtelError::Exporter(format!(
+            "cannot read the OTLP CA certificate {}: {error}",
+            path.display()
+        ))
+    })
+}
+
+/// The blocking reqwest client of the HTTP exporter: rustls on ring, trusting the system
+/// roots, or only the certificates of `OTEL_EXPORTER_OTLP_[METRICS_]CERTIFICATE` when set.
+fn http_client(otlp: &OtlpConfig) -> Result<reqwest::blocking::Client, OtelError> {
+    let trusted = match (trusted_pem(otlp)?, &otlp.certificate) {
+        (Some(pem), Some(path)) => Some(
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|certificates| !certificates.is_empty())
+                .ok_or_else(|| {
+                    OtelError::Exporter(format!(
+                        "no PEM certificate in the OTLP CA certificate file {}",
+                        path.display()
+                    ))
+                })?,
+        ),
+        _ => None,
+    };
+    // reqwest is built without a bundled crypto provider and would panic without one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let timeout = otlp.timeout;
+    // The blocking client runs its own runtime: build it off the async workers, as the SDK does.
+    let built = std::thread::spawn(move || {
+        let builder = reqwest::blocking::Client::builder().timeout(timeout);
+        match trusted {
+            Some(certificates) => builder.tls_certs_only(certificates),
+            None => builder,
+        }
+        .build()
+    })
+    .join()
+    .map_err(|_| OtelError::Exporter("building the OTLP HTTP client panicked".to_owned()))?;
+    built
+        .map_err(|error| OtelError::Exporter(format!("cannot build the OTLP HTTP client: {error}")))
+}
+
+/// TLS for an `https://` gRPC endpoint: the system roots, or only the certificates of
+/// `OTEL_EXPORTER_OTLP_[METRICS_]CERTIFICATE` when set.
+fn grpc_tls(
+    otlp: &OtlpConfig,
+) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, OtelError> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+    Ok(match trusted_pem(otlp)? {
+        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+        None => ClientTlsConfig::new().with_native_roots(),
+    })
 }

@@ -1,10 +1,17 @@
 //! The worker's small HTTP server (hyper 1, HTTP/1.1): `/metrics` (Prometheus text, when the
 //! exporter is `prometheus`), `/healthz` (the process is alive) and `/readyz` (connected to the
 //! control plane and the backend's preflight passed). Anything else is 404.
+//!
+//! The reference server's timeouts apply: 5 s to read request headers, 10 s of write
+//! without progress, 120 s idle; it listens on every address the host resolves to.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -14,7 +21,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::OtelError;
@@ -22,6 +31,12 @@ use crate::ports::Readiness;
 
 /// The reference's Prometheus server read timeout, used for request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The reference's write timeout: a response write that makes no progress for this long
+/// closes the connection (a client that stopped reading).
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The reference's idle timeout: a keep-alive connection with nothing to read for this long
+/// is closed.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `/healthz` and `/readyz` on their own listener, for when the exporter is not `prometheus`
 /// (the app wires `--health-listen`). Stops when dropped or on [`HealthServer::stop`].
@@ -35,9 +50,9 @@ pub struct HealthServer {
 impl HealthServer {
     /// Binds `addr` (port 0 picks a free one) and serves. Call from inside a tokio runtime.
     pub fn bind(addr: SocketAddr, readiness: Readiness) -> Result<HealthServer, OtelError> {
-        let listener = bind_listener(&[addr], &addr.to_string())?;
+        let listeners = bind_all(&[addr], &addr.to_string())?;
         let stop = CancellationToken::new();
-        let addr = serve(listener, None, readiness, stop.clone())?;
+        let addr = serve(listeners, None, readiness, stop.clone())?[0];
         Ok(HealthServer {
             addr,
             _stop: stop.clone().drop_guard(),
@@ -56,8 +71,10 @@ impl HealthServer {
     }
 }
 
-/// Binds the Prometheus listener on `host:port`; an empty host means all interfaces.
-pub(crate) fn bind_prometheus(host: &str, port: u16) -> Result<StdTcpListener, OtelError> {
+/// Binds the Prometheus listeners on `host:port`: one per address `host` resolves to (so
+/// `localhost` answers on both `127.0.0.1` and `::1` where it names both), all on one port.
+/// An empty host means all interfaces.
+pub(crate) fn bind_prometheus(host: &str, port: u16) -> Result<Vec<StdTcpListener>, OtelError> {
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     let shown = format!("{host}:{port}");
     let addrs: Vec<SocketAddr> = (host, port)
@@ -67,42 +84,87 @@ pub(crate) fn bind_prometheus(host: &str, port: u16) -> Result<StdTcpListener, O
             source,
         })?
         .collect();
-    bind_listener(&addrs, &shown)
+    bind_all(&addrs, &shown)
 }
 
-fn bind_listener(addrs: &[SocketAddr], shown: &str) -> Result<StdTcpListener, OtelError> {
-    let listener = StdTcpListener::bind(addrs).map_err(|source| OtelError::Bind {
+/// Binds every address of `addrs` (duplicates once), all on the port of the first one bound
+/// when the port is 0. An address whose family this host lacks (no IPv6) is skipped; any
+/// other failure, or no address bound at all, is an error naming `shown`.
+pub(crate) fn bind_all(
+    addrs: &[SocketAddr],
+    shown: &str,
+) -> Result<Vec<StdTcpListener>, OtelError> {
+    let error = |source| OtelError::Bind {
         addr: shown.to_owned(),
         source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| OtelError::Bind {
-            addr: shown.to_owned(),
-            source,
-        })?;
-    Ok(listener)
+    };
+    let mut listeners: Vec<StdTcpListener> = Vec::new();
+    let mut bound: Vec<SocketAddr> = Vec::new();
+    let mut skipped = None;
+    for addr in addrs {
+        let mut addr = *addr;
+        if addr.port() == 0
+            && let Some(first) = bound.first()
+        {
+            addr.set_port(first.port());
+        }
+        if bound.contains(&addr) {
+            continue;
+        }
+        match StdTcpListener::bind(addr) {
+            Ok(listener) => {
+                listener.set_nonblocking(true).map_err(error)?;
+                bound.push(listener.local_addr().map_err(error)?);
+                listeners.push(listener);
+            }
+            Err(source) if family_unavailable(&source) => {
+                tracing::debug!(%addr, %source, "skipping an address this host cannot bind");
+                skipped = Some(source);
+            }
+            Err(source) => return Err(error(source)),
+        }
+    }
+    if listeners.is_empty() {
+        return Err(error(skipped.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host resolved to no address",
+            )
+        })));
+    }
+    Ok(listeners)
 }
 
-/// Serves `listener` on the current tokio runtime until `stop` fires; returns the bound address.
+/// `EADDRNOTAVAIL` or `EAFNOSUPPORT`: e.g. `::1` on a host without IPv6.
+fn family_unavailable(error: &std::io::Error) -> bool {
+    const EAFNOSUPPORT: i32 = 97;
+    error.kind() == std::io::ErrorKind::AddrNotAvailable
+        || error.raw_os_error() == Some(EAFNOSUPPORT)
+}
+
+/// Serves every listener on the current tokio runtime until `stop` fires; returns the bound
+/// addresses, in order.
 pub(crate) fn serve(
-    listener: StdTcpListener,
+    listeners: Vec<StdTcpListener>,
     registry: Option<Registry>,
     readiness: Readiness,
     stop: CancellationToken,
-) -> Result<SocketAddr, OtelError> {
-    let bind_error = |source| OtelError::Bind {
-        addr: "listener".to_owned(),
-        source,
-    };
-    let addr = listener.local_addr().map_err(bind_error)?;
-    let listener = TcpListener::from_std(listener).map_err(bind_error)?;
+) -> Result<Vec<SocketAddr>, OtelError> {
     let state = Arc::new(Endpoints {
         registry,
         readiness,
     });
-    tokio::spawn(accept_loop(listener, state, stop));
-    Ok(addr)
+    let mut addrs = Vec::with_capacity(listeners.len());
+    for listener in listeners {
+        let bind_error = |source| OtelError::Bind {
+            addr: "listener".to_owned(),
+            source,
+        };
+        addrs.push(listener.local_addr().map_err(bind_error)?);
+        let listener = TcpListener::from_std(listener).map_err(bind_error)?;
+        tokio::spawn(accept_loop(listener, Arc::clone(&state), stop.clone()));
+    }
+    Ok(addrs)
 }
 
 struct Endpoints {
@@ -132,7 +194,10 @@ async fn accept_loop(listener: TcpListener, state: Arc<Endpoints>, stop: Cancell
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(
+                    TokioIo::new(Deadlines::new(stream, IDLE_TIMEOUT, WRITE_TIMEOUT)),
+                    service,
+                );
             tokio::select! {
                 () = stop.cancelled() => {}
                 _ = connection => {}
@@ -193,4 +258,96 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_default()
+}
+
+/// A stream with the reference server's idle and write timeouts, which hyper lacks: a read
+/// that makes no progress for `idle` (nothing arrives on a kept-alive connection) and a write
+/// that makes no progress for `write` (the client stopped reading) fail with `TimedOut`, and
+/// hyper then closes the connection.
+pub(crate) struct Deadlines<S> {
+    inner: S,
+    idle: Duration,
+    write: Duration,
+    read_stall: Option<Pin<Box<Sleep>>>,
+    write_stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> Deadlines<S> {
+    pub(crate) fn new(inner: S, idle: Duration, write: Duration) -> Self {
+        Deadlines {
+            inner,
+            idle,
+            write,
+            read_stall: None,
+            write_stall: None,
+        }
+    }
+}
+
+/// Pending until `limit` has passed since the stall began (armed on the first call).
+fn stalled(
+    slot: &mut Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<io::Error> {
+    let sleep = slot.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+    match sleep.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no progress for {limit:?}"),
+        )),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Passes a ready result through (ending the stall) or fails a stall past `limit`.
+fn bounded<T>(
+    polled: Poll<io::Result<T>>,
+    slot: &mut Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<T>> {
+    match polled {
+        Poll::Ready(result) => {
+            *slot = None;
+            Poll::Ready(result)
+        }
+        Poll::Pending => stalled(slot, limit, cx).map(Err),
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Deadlines<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        bounded(polled, &mut this.read_stall, this.idle, cx)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlines<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        bounded(polled, &mut this.write_stall, this.write, cx)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        bounded(polled, &mut this.write_stall, this.write, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        bounded(polled, &mut this.write_stall, this.write, cx)
+    }
 }

@@ -23,8 +23,8 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    DEFAULT_EXPORT_INTERVAL, DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT,
-    DEFAULT_OTLP_TIMEOUT, DEFAULT_PROMETHEUS_HOST, DEFAULT_PROMETHEUS_PORT, ExporterConfig,
+    DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT, DEFAULT_OTLP_GRPC_ENDPOINT,
+    DEFAULT_OTLP_HTTP_ENDPOINT, DEFAULT_PROMETHEUS_HOST, DEFAULT_PROMETHEUS_PORT, ExporterConfig,
     OtelConfig, OtlpConfig, OtlpProtocol, SERVICE_NAME, ServiceInfo,
 };
 pub use http::HealthServer;
@@ -88,7 +88,7 @@ pub struct OtelMetrics {
 struct Inner {
     provider: SdkMeterProvider,
     instruments: Instruments,
-    prometheus_addr: Option<SocketAddr>,
+    prometheus_addrs: Vec<SocketAddr>,
     stop: CancellationToken,
 }
 
@@ -111,7 +111,7 @@ impl OtelMetrics {
             inner: Arc::new(Inner {
                 provider: pipeline.provider,
                 instruments,
-                prometheus_addr: pipeline.prometheus_addr,
+                prometheus_addrs: pipeline.prometheus_addrs,
                 stop,
             }),
         })
@@ -123,9 +123,16 @@ impl OtelMetrics {
         self.inner.instruments.set_max_concurrent(value);
     }
 
-    /// Where the Prometheus server listens, when the exporter is `prometheus`.
+    /// Where the Prometheus server listens (its first address), when the exporter is
+    /// `prometheus`.
     pub fn prometheus_addr(&self) -> Option<SocketAddr> {
-        self.inner.prometheus_addr
+        self.inner.prometheus_addrs.first().copied()
+    }
+
+    /// Every address the Prometheus server listens on (one per address the host resolves
+    /// to); empty unless the exporter is `prometheus`.
+    pub fn prometheus_addrs(&self) -> &[SocketAddr] {
+        &self.inner.prometheus_addrs
     }
 
     /// Pushes everything recorded so far now (OTLP, console). Blocking work runs off the
@@ -166,7 +173,7 @@ impl Metrics for OtelMetrics {
 impl std::fmt::Debug for OtelMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtelMetrics")
-            .field("prometheus_addr", &self.inner.prometheus_addr)
+            .field("prometheus_addrs", &self.inner.prometheus_addrs)
             .finish_non_exhaustive()
     }
 }

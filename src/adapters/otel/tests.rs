@@ -41,8 +41,73 @@ fn unset_or_empty_exporter_means_otlp_http_to_localhost() {
         assert_eq!(otlp.protocol, OtlpProtocol::HttpProtobuf);
         assert_eq!(otlp.endpoint, "http://localhost:4318/v1/metrics");
         assert_eq!(otlp.interval, Duration::from_secs(60));
-        assert_eq!(otlp.timeout, Duration::from_secs(10));
+        assert_eq!(otlp.timeout, Duration::from_secs(30));
+        assert_eq!(otlp.certificate, None);
     }
+}
+
+#[test]
+fn the_export_timeout_is_otel_metric_export_timeout_unless_an_otlp_timeout_is_shorter() {
+    let timeout = |vars: &[(&str, &str)]| otlp(config_from(vars).unwrap()).timeout;
+    assert_eq!(timeout(&[]), DEFAULT_EXPORT_TIMEOUT);
+    assert_eq!(DEFAULT_EXPORT_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(
+        timeout(&[("OTEL_METRIC_EXPORT_TIMEOUT", "5000")]),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        timeout(&[("OTEL_METRIC_EXPORT_TIMEOUT", "")]),
+        DEFAULT_EXPORT_TIMEOUT
+    );
+    // The OTLP request timeout bounds each export too: the shorter of the two wins.
+    assert_eq!(
+        timeout(&[
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "5000"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+        ]),
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        timeout(&[
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "5000"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
+        ]),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        timeout(&[
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "1000"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+        ]),
+        Duration::from_secs(1)
+    );
+    for bad in ["soon", "0", "-5"] {
+        let error = config_from(&[("OTEL_METRIC_EXPORT_TIMEOUT", bad)]).unwrap_err();
+        assert!(
+            error.to_string().contains("OTEL_METRIC_EXPORT_TIMEOUT"),
+            "{bad}: {error}"
+        );
+    }
+}
+
+#[test]
+fn the_certificate_comes_from_the_metrics_or_generic_variable() {
+    let certificate = |vars: &[(&str, &str)]| otlp(config_from(vars).unwrap()).certificate;
+    assert_eq!(
+        certificate(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem")]),
+        Some("/etc/ca.pem".into())
+    );
+    assert_eq!(
+        certificate(&[
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+                "/etc/metrics-ca.pem"
+            ),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+        ]),
+        Some("/etc/metrics-ca.pem".into())
+    );
+    assert_eq!(certificate(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "")]), None);
 }
 
 #[test]
@@ -485,4 +550,91 @@ async fn an_unreachable_collector_fails_the_flush_not_the_worker() {
         metrics.record(Signal::TaskClaimed);
         let _ = metrics.shutdown(SHUTDOWN_TIMEOUT).await;
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_idle_for_120_s_is_closed_and_a_stalled_write_after_10_s() {
+    use super::http::{Deadlines, IDLE_TIMEOUT, WRITE_TIMEOUT};
+    assert_eq!(IDLE_TIMEOUT, Duration::from_secs(120));
+    assert_eq!(WRITE_TIMEOUT, Duration::from_secs(10));
+
+    // Nothing arrives: the read fails after exactly the idle timeout, not before.
+    let (_client, server) = tokio::io::duplex(64);
+    let mut stream = Deadlines::new(server, IDLE_TIMEOUT, WRITE_TIMEOUT);
+    let started = tokio::time::Instant::now();
+    let error = stream.read(&mut [0; 8]).await.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(started.elapsed(), IDLE_TIMEOUT);
+
+    // Progress resets the clock: a byte every 100 s keeps the connection open.
+    let (mut client, server) = tokio::io::duplex(64);
+    let mut stream = Deadlines::new(server, IDLE_TIMEOUT, WRITE_TIMEOUT);
+    let feeder = tokio::spawn(async move {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            client.write_all(b"x").await.unwrap();
+        }
+        client
+    });
+    for _ in 0..3 {
+        assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 1);
+    }
+    let _client = feeder.await.unwrap();
+
+    // The client stops reading: a write that cannot progress fails after the write timeout.
+    let (_client, server) = tokio::io::duplex(4);
+    let mut stream = Deadlines::new(server, IDLE_TIMEOUT, WRITE_TIMEOUT);
+    let started = tokio::time::Instant::now();
+    let error = stream.write_all(b"more than four bytes").await.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(started.elapsed(), WRITE_TIMEOUT);
+}
+
+#[test]
+fn every_address_is_bound_on_one_port() {
+    let v4: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let v6: SocketAddr = "[::1]:0".parse().unwrap();
+    let listeners = super::http::bind_all(&[v4, v6, v4], "test").unwrap();
+    let bound: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let port = bound[0].port();
+    assert_ne!(port, 0);
+    assert!(bound.iter().all(|addr| addr.port() == port), "{bound:?}");
+    assert_eq!(bound[0].ip(), v4.ip());
+    // ::1 is bound too, unless this host has no IPv6 at all.
+    if std::net::TcpListener::bind(v6).is_ok() {
+        assert_eq!(bound.len(), 2, "{bound:?}");
+        assert_eq!(bound[1].ip(), v6.ip());
+    }
+
+    // A busy address among them fails the whole bind, naming what was asked for.
+    let error = super::http::bind_all(&[bound[0]], "localhost:busy").unwrap_err();
+    assert!(error.to_string().contains("localhost:busy"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_host_localhost_is_served_on_every_address_it_resolves_to() {
+    use std::net::ToSocketAddrs;
+    let metrics = OtelMetrics::start(
+        &config_from(&[
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_EXPORTER_PROMETHEUS_PORT", "0"),
+        ])
+        .unwrap(),
+        Readiness::default(),
+    )
+    .unwrap();
+    let mut resolved: Vec<std::net::IpAddr> = ("localhost", 0)
+        .to_socket_addrs()
+        .unwrap()
+        .map(|addr| addr.ip())
+        .filter(|ip| std::net::TcpListener::bind((*ip, 0)).is_ok())
+        .collect();
+    resolved.dedup();
+    let bound: Vec<std::net::IpAddr> = metrics.prometheus_addrs().iter().map(|a| a.ip()).collect();
+    assert_eq!(bound, resolved);
+    for addr in metrics.prometheus_addrs() {
+        assert_eq!(get(*addr, "/healthz").await.0, 200, "{addr}");
+        assert_eq!(get(*addr, "/metrics").await.0, 200, "{addr}");
+    }
+    metrics.shutdown(SHUTDOWN_TIMEOUT).await.unwrap();
 }
