@@ -9,7 +9,7 @@
 //!    bare sequence;
 //! 3. the first task with a new sidecar (pull check + materialisation) against the second.
 //!
-//! Needs the images of `scripts/setup/20-docker.sh` (`OZ_TEST_DOCKER_IMAGE`,
+//! Needs the engine and the images of `scripts/setup/20-docker.sh` (`OZ_TEST_DOCKER_IMAGE`,
 //! `OZ_TEST_DOCKER_SIDECAR`); prints why and exits 0 without them.
 //! Run: `source scripts/setup/20-docker.sh && cargo bench --bench docker`. Without `--bench`
 //! (e.g. under `cargo test --all-targets`) it does a small smoke run.
@@ -108,8 +108,22 @@ async fn main() {
         pull_policy: PullPolicy::IfNotPresent,
         ..DockerConfig::default()
     };
-    let executor = DockerExecutor::connect(config.clone()).await.unwrap();
+    let executor = match DockerExecutor::connect(config.clone()).await {
+        Ok(executor) => executor,
+        Err(e) => {
+            println!("docker bench SKIPPED: {e}");
+            return;
+        }
+    };
     let docker = executor.client().clone();
+    for needed in [&image, &sidecar] {
+        if let Err(e) = docker.inspect_image(needed).await {
+            println!(
+                "docker bench SKIPPED: image {needed} is missing ({e}); run scripts/setup/20-docker.sh"
+            );
+            return;
+        }
+    }
 
     // Warm up: the sidecar volume exists and the executor's cache knows it.
     timed_run(&executor, &spec(0, &image, &sidecar)).await;

@@ -1,16 +1,20 @@
 //! The Docker backend against the real Docker Engine, with the busybox test images and the
-//! local registry of `scripts/setup/20-docker.sh`.
+//! local registry of `scripts/setup/20-docker.sh`: outcomes, graceful cancel, no-cleanup, the
+//! container's settings, the sidecar cache, create/start failures, the sweep and preflight.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::ContainerSummaryStateEnum;
-use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions};
+use bollard::models::{ContainerSummaryStateEnum, VolumeCreateRequest};
+use bollard::query_parameters::{
+    EventsOptionsBuilder, InspectContainerOptions, ListVolumesOptionsBuilder, RemoveVolumeOptions,
+};
 use futures_util::StreamExt;
 use oz_agent_worker::adapters::docker::labels::{
-    LABEL_EXECUTION_ID, LABEL_ROLE, LABEL_TASK_ID, LABEL_WORKER_ID, Owner, Role,
+    LABEL_EXECUTION_ID, LABEL_ROLE, LABEL_TASK_ID, LABEL_WORKER_ID, Owner, Role, worker_filter,
 };
 use oz_agent_worker::adapters::docker::{DockerError, DockerExecutor};
+use oz_agent_worker::app::config::{Backend, load};
 use oz_agent_worker::domain::task::InstanceShape;
 use oz_agent_worker::domain::{Exit, FailureReason};
 use oz_agent_worker::ports::executor::Executor;
@@ -149,13 +153,45 @@ async fn cancel_mid_run_stops_and_removes_the_container() {
         &images.sidecar,
         &[("OZ_STANDIN_SLEEP", "300")],
     );
+    let mut events = d::task_container_events(executor.client(), &worker);
     let token = CancellationToken::new();
-    let (outcome, ()) = tokio::join!(executor.run(&spec, token.clone()), async {
-        wait_running(&executor, &worker).await;
+    let (outcome, id) = tokio::join!(executor.run(&spec, token.clone()), async {
+        let id = wait_running(&executor, &worker).await;
         token.cancel();
+        id
     });
     assert_eq!(outcome, Ok(Exit::Cancelled));
     assert!(d::containers(executor.client(), &worker).await.is_empty());
+
+    // Graceful: SIGTERM first, which the stand-in traps (exit 143); no SIGKILL was needed.
+    let seen = events
+        .until(Duration::from_secs(30), |e| {
+            d::action(e) == "destroy" && d::actor_id(e) == id
+        })
+        .await;
+    let ours: Vec<_> = seen.iter().filter(|e| d::actor_id(e) == id).collect();
+    let term = ours
+        .iter()
+        .position(|e| d::action(e) == "kill" && d::attribute(e, "signal") == Some("15"));
+    let die = ours.iter().position(|e| d::action(e) == "die");
+    let (Some(term), Some(die)) = (term, die) else {
+        panic!("no SIGTERM then die for {id}: {ours:?}");
+    };
+    assert!(
+        term < die,
+        "SIGTERM came after the container died: {ours:?}"
+    );
+    assert_eq!(
+        d::attribute(ours[die], "exitCode"),
+        Some("143"),
+        "the agent ended on its SIGTERM trap: {ours:?}"
+    );
+    assert!(
+        !ours
+            .iter()
+            .any(|e| d::action(e) == "kill" && d::attribute(e, "signal") == Some("9")),
+        "no SIGKILL for an agent that stops on SIGTERM: {ours:?}"
+    );
 }
 
 #[tokio::test]
@@ -166,7 +202,8 @@ async fn no_cleanup_keeps_containers_and_stops_cancelled_ones() {
     let worker = d::worker_id("keep");
     let mut config = d::config(&worker);
     config.cleanup = false;
-    config.stop_grace = Duration::from_secs(1);
+    let grace = Duration::from_secs(1);
+    config.stop_grace = grace;
     let executor = d::executor(config).await;
     let docker = executor.client().clone();
 
@@ -183,6 +220,7 @@ async fn no_cleanup_keeps_containers_and_stops_cancelled_ones() {
         &images.sidecar,
         &[("OZ_STANDIN_SLEEP", "300"), ("OZ_STANDIN_IGNORE_TERM", "1")],
     );
+    let mut events = d::task_container_events(&docker, &worker);
     let token = CancellationToken::new();
     let (outcome, id) = tokio::join!(executor.run(&stubborn, token.clone()), async {
         let id = wait_running(&executor, &worker).await;
@@ -202,6 +240,29 @@ async fn no_cleanup_keeps_containers_and_stops_cancelled_ones() {
         "a cancelled container must not be left running"
     );
     assert_eq!(state.exit_code, Some(137));
+
+    // The engine's own clock: the SIGKILL came no earlier than the grace period after SIGTERM.
+    let seen = events
+        .until(Duration::from_secs(30), |e| {
+            d::action(e) == "stop" && d::actor_id(e) == id
+        })
+        .await;
+    let signal_at = |signal: &str| {
+        seen.iter()
+            .find(|e| {
+                d::actor_id(e) == id
+                    && d::action(e) == "kill"
+                    && d::attribute(e, "signal") == Some(signal)
+            })
+            .and_then(|e| e.time_nano)
+            .unwrap_or_else(|| panic!("no kill with signal {signal} for {id}"))
+    };
+    let (term, kill) = (signal_at("15"), signal_at("9"));
+    let waited = Duration::from_nanos(u64::try_from(kill - term).expect("SIGKILL after SIGTERM"));
+    assert!(
+        waited >= grace,
+        "SIGKILL {waited:?} after SIGTERM, before the {grace:?} grace period"
+    );
     d::clean(&docker, &worker).await;
 }
 
@@ -351,6 +412,137 @@ async fn a_new_sidecar_is_prepared_once_for_two_concurrent_tasks() {
     );
     d::clean(&docker, &worker).await;
     d::remove_image(&docker, &sidecar).await;
+}
+
+#[tokio::test]
+async fn a_sidecar_volume_deleted_or_replaced_outside_the_worker_is_prepared_again() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("volume-gone");
+    let executor = d::executor(d::config(&worker)).await;
+    let docker = executor.client().clone();
+    let sidecar = d::unique_sidecar(&docker, &images.sidecar).await;
+    let first = d::spec("volume-first", &images.image, &sidecar, &[]);
+    assert_eq!(run(&executor, &first).await, Ok(Exit::Succeeded));
+    let volume = {
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&worker_filter(&worker))
+            .build();
+        let list = docker.list_volumes(Some(options)).await.unwrap();
+        let mut names: Vec<String> = list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names.len(), 1, "one sidecar volume: {names:?}");
+        names.remove(0)
+    };
+
+    // Deleted: a task mounting the name would get an empty auto-created volume.
+    docker
+        .remove_volume(&volume, None::<RemoveVolumeOptions>)
+        .await
+        .unwrap();
+    let second = d::spec("volume-deleted", &images.image, &sidecar, &[]);
+    assert_eq!(run(&executor, &second).await, Ok(Exit::Succeeded));
+
+    // Replaced by an empty volume of the same name (what `docker run -v NAME:/x` creates).
+    docker
+        .remove_volume(&volume, None::<RemoveVolumeOptions>)
+        .await
+        .unwrap();
+    let empty = VolumeCreateRequest {
+        name: Some(volume.clone()),
+        ..VolumeCreateRequest::default()
+    };
+    docker.create_volume(empty).await.unwrap();
+    let third = d::spec("volume-emptied", &images.image, &sidecar, &[]);
+    assert_eq!(run(&executor, &third).await, Ok(Exit::Succeeded));
+
+    d::clean(&docker, &worker).await;
+    let _ = docker
+        .remove_volume(&volume, None::<RemoveVolumeOptions>)
+        .await;
+    d::remove_image(&docker, &sidecar).await;
+}
+
+#[tokio::test]
+async fn a_container_that_cannot_start_is_container_start_naming_the_missing_program() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("no-start");
+    let executor = d::executor(d::config(&worker)).await;
+    let docker = executor.client().clone();
+    // The plain busybox image as the sidecar: /agent has no entrypoint.sh.
+    let spec = d::spec("no-start", &images.image, &images.image, &[]);
+    let failure = run(&executor, &spec).await.unwrap_err();
+    assert_eq!(
+        failure.reason,
+        FailureReason::ContainerStart,
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.starts_with("failed to start container: "),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("/agent/entrypoint.sh"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        d::containers(&docker, &worker).await.is_empty(),
+        "the container that did not start is removed"
+    );
+    d::clean(&docker, &worker).await;
+}
+
+#[tokio::test]
+async fn a_valid_volume_the_engine_refuses_is_container_create() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let worker = d::worker_id("no-create");
+    let host_dir = tempfile::tempdir().unwrap();
+    // Passes config validation, but /agent is the sidecar's mount point too.
+    let volume = format!("{}:/agent", host_dir.path().display());
+    let args = [
+        "oz-agent-worker",
+        "--worker-id",
+        &worker,
+        "--api-key",
+        "test-key",
+        "--pull-policy",
+        "if-not-present",
+        "-v",
+        &volume,
+    ];
+    let loaded = load(args, &|_| None).expect("a valid configuration");
+    let Backend::Docker(config) = loaded.invocation.config().backend.clone() else {
+        panic!("the default backend is docker");
+    };
+    assert_eq!(config.volumes, vec![volume.clone()]);
+    let executor = d::executor(config).await;
+    let spec = d::spec("no-create", &images.image, &images.sidecar, &[]);
+    let failure = run(&executor, &spec).await.unwrap_err();
+    assert_eq!(
+        failure.reason,
+        FailureReason::ContainerCreate,
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.starts_with("failed to create container: "),
+        "{}",
+        failure.message
+    );
+    assert!(failure.message.contains("/agent"), "{}", failure.message);
+    assert!(d::containers(executor.client(), &worker).await.is_empty());
 }
 
 #[tokio::test]

@@ -1,23 +1,30 @@
-//! Helpers for tests against the real Docker Engine: the images `scripts/setup/20-docker.sh`
-//! builds, task specs for the stand-in agent, per-test worker ids and label-based clean-up.
+//! Helpers for tests against the real Docker Engine: the images and registries
+//! `scripts/setup/20-docker.sh` provides, task specs for the stand-in agent, per-test worker ids,
+//! engine event watches and label-based clean-up.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
-use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary};
+use bollard::models::{ContainerConfig, ContainerCreateBody, ContainerSummary, EventMessage};
 use bollard::query_parameters::{
-    CommitContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
+    CommitContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptionsBuilder,
 };
-use oz_agent_worker::adapters::docker::labels::{LABEL_WORKER_ID, worker_filter};
-use oz_agent_worker::adapters::docker::{DockerConfig, DockerExecutor, PullPolicy};
+use futures_util::StreamExt;
+use oz_agent_worker::adapters::docker::labels::{LABEL_ROLE, LABEL_WORKER_ID, Role, worker_filter};
+use oz_agent_worker::adapters::docker::{
+    DEFAULT_DOCKER_HOST, DockerConfig, DockerExecutor, PullPolicy,
+};
 use oz_agent_worker::domain::spec::{SpecSettings, TaskSpec, prepare};
 use oz_agent_worker::domain::task::{Assignment, TaskId};
 use oz_agent_worker::ports::executor::Executor;
-use tokio::sync::OnceCell;
+use tokio::sync::{Mutex, MutexGuard, OnceCell, mpsc};
+use tokio::task::JoinHandle;
 
 /// The images and registry the setup script provides.
 #[derive(Debug, Clone)]
@@ -108,7 +115,6 @@ pub fn config(worker_id: &str) -> DockerConfig {
     }
 }
 
-/// Connects an executor from the standard environment.
 /// Runs `spec` to the end with a token that never fires.
 pub async fn run(
     executor: &DockerExecutor,
@@ -119,10 +125,192 @@ pub async fn run(
         .await
 }
 
+/// Connects an executor from the standard environment.
 pub async fn executor(config: DockerConfig) -> DockerExecutor {
     DockerExecutor::connect(config)
         .await
         .expect("connect to the Docker engine")
+}
+
+/// Connects an executor to the engine of `DOCKER_HOST` (or the default socket) that reads
+/// registry credentials from `client_config_dir/config.json`, as with `DOCKER_CONFIG` (which a
+/// test must not set: tests share the process environment).
+pub async fn executor_with_client_config(
+    config: DockerConfig,
+    client_config_dir: &Path,
+) -> DockerExecutor {
+    let host = var("DOCKER_HOST").unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
+    DockerExecutor::connect_to(&host, config, Some(client_config_dir.to_path_buf()))
+        .await
+        .expect("connect to the Docker engine")
+}
+
+/// The htpasswd-protected registry of the setup script and its one image.
+#[derive(Debug, Clone)]
+pub struct AuthRegistry {
+    /// `127.0.0.1:5001`.
+    pub registry: String,
+    /// Its user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// An image only in that registry (not local).
+    pub image: String,
+}
+
+/// The registry that needs credentials, when the setup script started it (else the test is
+/// skipped, or fails under `OZ_TEST_REQUIRE_ALL=1`).
+pub fn auth_registry() -> Option<AuthRegistry> {
+    let found = (|| {
+        Some(AuthRegistry {
+            registry: var("OZ_TEST_AUTH_REGISTRY")?,
+            user: var("OZ_TEST_AUTH_USER")?,
+            password: var("OZ_TEST_AUTH_PASSWORD")?,
+            image: var("OZ_TEST_AUTH_IMAGE")?,
+        })
+    })();
+    if !super::require(
+        "htpasswd docker-registry (OZ_TEST_AUTH_*, scripts/setup/20-docker.sh)",
+        found.is_some(),
+    ) {
+        return None;
+    }
+    found
+}
+
+static REGISTRY_ONLY: Mutex<()> = Mutex::const_new(());
+
+/// Held by each test that removes and pulls [`Images::registry_only`], so that one test's
+/// removal never races another's pull.
+pub async fn registry_only_lock() -> MutexGuard<'static, ()> {
+    REGISTRY_ONLY.lock().await
+}
+
+/// Engine events, collected from a subscription made before the action under test.
+pub struct Events {
+    received: mpsc::UnboundedReceiver<EventMessage>,
+    seen: Vec<EventMessage>,
+    subscription: JoinHandle<()>,
+}
+
+/// Events of the task containers (role `task`) of `worker_id`, from now on.
+pub fn task_container_events(docker: &Docker, worker_id: &str) -> Events {
+    events(
+        docker,
+        HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![
+                    format!("{LABEL_WORKER_ID}={worker_id}"),
+                    format!("{LABEL_ROLE}={}", Role::Task.as_str()),
+                ],
+            ),
+        ]),
+    )
+}
+
+/// Image events (pull, tag, untag, …) of every image, from now on.
+pub fn image_events(docker: &Docker) -> Events {
+    events(
+        docker,
+        HashMap::from([("type".to_owned(), vec!["image".to_owned()])]),
+    )
+}
+
+/// Events matching `filters` from now on (`since` now, so the engine also replays any that
+/// happen before the subscription is in place).
+fn events(docker: &Docker, filters: HashMap<String, Vec<String>>) -> Events {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+    let options = EventsOptionsBuilder::default()
+        .since(&since)
+        .filters(&filters)
+        .build();
+    let mut stream = docker.events(Some(options));
+    let (sender, received) = mpsc::unbounded_channel();
+    let subscription = tokio::spawn(async move {
+        while let Some(Ok(event)) = stream.next().await {
+            if sender.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    Events {
+        received,
+        seen: Vec::new(),
+        subscription,
+    }
+}
+
+impl Events {
+    /// Every event so far, up to and including the first one (after those already returned)
+    /// for which `last` holds; panics when none comes within `limit`.
+    pub async fn until(
+        &mut self,
+        limit: Duration,
+        mut last: impl FnMut(&EventMessage) -> bool,
+    ) -> &[EventMessage] {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.received.recv()).await {
+                Ok(Some(event)) => {
+                    let done = last(&event);
+                    self.seen.push(event);
+                    if done {
+                        return &self.seen;
+                    }
+                }
+                Ok(None) => panic!("the event stream ended; seen: {:?}", summary(&self.seen)),
+                Err(_) => panic!(
+                    "no awaited event within {limit:?}; seen: {:?}",
+                    summary(&self.seen)
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.subscription.abort();
+    }
+}
+
+/// An event's action (`kill`, `die`, `pull`, …).
+pub fn action(event: &EventMessage) -> &str {
+    event.action.as_deref().unwrap_or_default()
+}
+
+/// An attribute of an event's actor (`signal`, `exitCode`, `name`, …).
+pub fn attribute<'a>(event: &'a EventMessage, key: &str) -> Option<&'a str> {
+    event
+        .actor
+        .as_ref()?
+        .attributes
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// The id of an event's actor (a container id, or an image name or id).
+pub fn actor_id(event: &EventMessage) -> &str {
+    event
+        .actor
+        .as_ref()
+        .and_then(|a| a.id.as_deref())
+        .unwrap_or_default()
+}
+
+fn summary(events: &[EventMessage]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let signal = attribute(e, "signal").unwrap_or("-");
+            let exit = attribute(e, "exitCode").unwrap_or("-");
+            format!("{} {} signal={signal} exit={exit}", action(e), actor_id(e))
+        })
+        .collect()
 }
 
 /// A task spec running the stand-in agent from `sidecar` in `image`, with `env` as the server's

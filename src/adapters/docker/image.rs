@@ -141,7 +141,10 @@ async fn pull_image(
             Ok(None) => return Ok(()),
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => {
-                let message = server_message(&e);
+                let mut message = server_message(&e);
+                if let Some(hint) = credentials_hint(&message, request) {
+                    message = format!("{hint} ({message})");
+                }
                 let reason = match &e {
                     BollardError::DockerResponseServerError {
                         status_code: 400, ..
@@ -160,7 +163,41 @@ async fn pull_image(
     }
 }
 
-fn check_platform(
+/// What the operator can do when a registry asks for credentials, if `message` (the engine's)
+/// says that it did.
+pub(crate) fn credentials_hint(message: &str, request: &PullRequest<'_>) -> Option<String> {
+    let lower = message.to_ascii_lowercase();
+    let refused = [
+        "no basic auth credentials",
+        "unauthorized",
+        "authentication required",
+    ]
+    .iter()
+    .any(|m| lower.contains(m));
+    if !refused {
+        return None;
+    }
+    let registry = &request.image.domain;
+    Some(match (&request.credentials, request.reason) {
+        (_, FailureReason::SidecarPrep) => format!(
+            "registry {registry} requires credentials, but sidecar images are pulled anonymously"
+        ),
+        (Some(_), _) => format!(
+            "registry {registry} refused the credentials from the Docker client config \
+             (DOCKER_CONFIG or ~/.docker/config.json)"
+        ),
+        (None, _) => format!(
+            "registry {registry} requires credentials, and the Docker client config \
+             (DOCKER_CONFIG or ~/.docker/config.json) has none for it"
+        ),
+    })
+}
+
+/// Checks that `inspect` (of `image`) is for the engine's `platform`.
+///
+/// # Errors
+/// A failure with `reason` naming both platforms.
+pub(crate) fn check_platform(
     image: &str,
     inspect: ImageInspect,
     platform: &Platform,

@@ -19,7 +19,7 @@ pub mod sidecar;
 mod tests;
 
 pub use config::{DockerConfig, PullPolicy};
-pub use executor::{DockerError, DockerExecutor};
+pub use executor::{DEFAULT_DOCKER_HOST, DockerError, DockerExecutor};
 
 use crate::domain::TaskFailure;
 

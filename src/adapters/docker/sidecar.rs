@@ -4,19 +4,20 @@
 //! Materialisation needs no program in the sidecar image: a never-started container of the image
 //! is exported as a tar stream, which the engine unpacks (`PUT /archive`) into the volume through
 //! a second never-started container that mounts it. A marker file written last tells a complete
-//! volume from one a crash interrupted; both helper containers are always removed.
+//! volume from one a crash interrupted; both helper containers are always removed. A volume
+//! deleted or replaced outside the worker is noticed before its next use and prepared again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
+use bollard::models::{BollardDate, ContainerCreateBody, HostConfig, Volume, VolumeCreateRequest};
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::TryStreamExt;
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex as AsyncMutex;
 
 use super::container;
 use super::image::server_message;
@@ -91,15 +92,37 @@ pub fn bind(volume: &str, mount_path: &str, read_write: bool) -> String {
     }
 }
 
-/// Per-volume once-cells: concurrent tasks wanting the same sidecar wait for one preparation.
+/// Per-volume preparation state: concurrent tasks wanting the same sidecar wait for one
+/// preparation, and a volume prepared earlier is checked again before each reuse.
 #[derive(Debug, Default)]
 pub struct SidecarCache {
-    cells: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
+    volumes: Mutex<HashMap<String, Arc<AsyncMutex<Option<Verified>>>>>,
+}
+
+/// What a sidecar volume looked like right after the worker last found it complete. The local
+/// driver's `CreatedAt` is the ctime of the volume's data directory, so a volume deleted and
+/// created again (for example auto-created empty by a container that mounts the name), or one
+/// written to, no longer matches and is verified again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verified {
+    created_at: Option<BollardDate>,
+    labels: HashMap<String, String>,
+}
+
+impl Verified {
+    fn of(volume: &Volume) -> Self {
+        Self {
+            created_at: volume.created_at.clone(),
+            labels: volume.labels.clone(),
+        }
+    }
 }
 
 impl SidecarCache {
-    /// Makes `volume` hold the filesystem of `image` (a local image name), once per worker
-    /// process. A failed preparation is retried by the next task.
+    /// Makes `volume` hold the filesystem of `image` (a local image name). The first task of a
+    /// worker process prepares it (or finds it complete); later tasks reuse it after one volume
+    /// inspection, and prepare it again when it was deleted or replaced outside the worker. A
+    /// failed preparation is retried by the next task.
     ///
     /// Not cancellable on purpose: it is short, local, and shared with other tasks.
     ///
@@ -112,35 +135,59 @@ impl SidecarCache {
         image: &str,
         owner: &Owner,
     ) -> Result<(), TaskFailure> {
-        let cell = {
-            let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(cells.entry(volume.to_owned()).or_default())
+        let state = {
+            let mut volumes = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(volumes.entry(volume.to_owned()).or_default())
         };
-        cell.get_or_try_init(|| materialise_if_needed(docker, volume, image, owner))
+        let mut verified = state.lock().await;
+        let failed = |message: String| {
+            TaskFailure::backend(
+                FailureReason::SidecarPrep,
+                format!("failed to prepare sidecar {image} in volume {volume}: {message}"),
+            )
+        };
+        if let Some(known) = verified.as_ref() {
+            match inspect_volume(docker, volume).await.map_err(failed)? {
+                Some(current) if Verified::of(&current) == *known => return Ok(()),
+                Some(_) => tracing::warn!(
+                    %volume,
+                    "The sidecar volume changed outside the worker; checking it again."
+                ),
+                None => tracing::warn!(
+                    %volume,
+                    "The sidecar volume was deleted outside the worker; preparing it again."
+                ),
+            }
+            *verified = None;
+        }
+        let prepared = materialise_if_needed(docker, volume, image, owner)
             .await
-            .map(|_| ())
-            .map_err(|message| {
-                TaskFailure::backend(
-                    FailureReason::SidecarPrep,
-                    format!("failed to prepare sidecar {image} in volume {volume}: {message}"),
-                )
-            })
+            .map_err(failed)?;
+        *verified = Some(Verified::of(&prepared));
+        Ok(())
     }
 }
 
+/// The volume's inspection, or `None` when it does not exist.
+async fn inspect_volume(docker: &Docker, volume: &str) -> Result<Option<Volume>, String> {
+    match docker.inspect_volume(volume).await {
+        Ok(inspect) => Ok(Some(inspect)),
+        Err(BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(format!("cannot inspect the volume: {}", server_message(&e))),
+    }
+}
+
+/// Creates `volume` if needed and fills it unless it holds the completion marker; returns its
+/// inspection once complete.
 async fn materialise_if_needed(
     docker: &Docker,
     volume: &str,
     image: &str,
     owner: &Owner,
-) -> Result<(), String> {
-    let existed = match docker.inspect_volume(volume).await {
-        Ok(_) => true,
-        Err(BollardError::DockerResponseServerError {
-            status_code: 404, ..
-        }) => false,
-        Err(e) => return Err(format!("cannot inspect the volume: {}", server_message(&e))),
-    };
+) -> Result<Volume, String> {
+    let existed = inspect_volume(docker, volume).await?.is_some();
     if !existed {
         let request = VolumeCreateRequest {
             name: Some(volume.to_owned()),
@@ -161,7 +208,10 @@ async fn materialise_if_needed(
             tracing::warn!(%volume, error = %e, "Could not remove a half-prepared sidecar volume.");
         }
     }
-    result
+    result?;
+    inspect_volume(docker, volume)
+        .await?
+        .ok_or_else(|| "the volume disappeared right after it was prepared".to_owned())
 }
 
 async fn fill_unless_complete(

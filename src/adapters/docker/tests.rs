@@ -1,12 +1,17 @@
 //! Unit tests of the Docker backend's pure parts: references, volume names, credentials lookup,
-//! the container body, redaction and output tails. The engine itself is exercised by
-//! `tests/scenarios/docker.rs`.
+//! the container body, redaction, output tails, the platform check and pull-failure hints. The
+//! engine itself is exercised by `tests/scenarios/docker.rs`.
 
 use std::collections::HashMap;
 
-use super::config::DockerConfig;
+use bollard::auth::DockerCredentials;
+use bollard::models::ImageInspect;
+
+use super::Halt;
+use super::config::{DockerConfig, PullPolicy};
 use super::container::{Redactor, create_body, resources, tail};
 use super::credentials::{Source, lookup};
+use super::image::{Platform, PullRequest, check_platform, credentials_hint};
 use super::reference::ImageRef;
 use super::sidecar::{bind, marker_tar, validate, volume_name};
 use crate::domain::FailureReason;
@@ -251,4 +256,138 @@ fn the_marker_is_a_valid_tar_of_one_file() {
     let stored = std::str::from_utf8(&tar[148..154]).unwrap();
     assert_eq!(u32::from_str_radix(stored, 8).unwrap(), sum);
     assert_eq!(&tar[512..516], b"img\n");
+}
+
+#[test]
+fn only_linux_on_amd64_and_arm64_is_supported() {
+    let cases = [
+        ("linux", "amd64", true),
+        ("linux", "arm64", true),
+        ("linux", "arm", false),
+        ("linux", "386", false),
+        ("linux", "s390x", false),
+        ("linux", "", false),
+        ("windows", "amd64", false),
+        ("darwin", "arm64", false),
+        ("", "amd64", false),
+        ("Linux", "amd64", false),
+        ("linux", "AMD64", false),
+        ("linux", "x86_64", false),
+    ];
+    for (os, arch, want) in cases {
+        let platform = Platform {
+            os: os.to_owned(),
+            arch: arch.to_owned(),
+        };
+        assert_eq!(platform.is_supported(), want, "{platform}");
+    }
+}
+
+#[test]
+fn an_image_must_match_the_engine_platform_exactly() {
+    let engine = Platform {
+        os: "linux".to_owned(),
+        arch: "amd64".to_owned(),
+    };
+    let inspect = |os: Option<&str>, arch: Option<&str>| ImageInspect {
+        id: Some("sha256:abc".to_owned()),
+        os: os.map(str::to_owned),
+        architecture: arch.map(str::to_owned),
+        ..ImageInspect::default()
+    };
+    // (image os, image arch, reason, expected error: None = accepted)
+    let cases = [
+        (Some("linux"), Some("amd64"), FailureReason::ImagePull, None),
+        (
+            Some("linux"),
+            Some("amd64"),
+            FailureReason::SidecarPrep,
+            None,
+        ),
+        (
+            Some("linux"),
+            Some("arm64"),
+            FailureReason::ImagePull,
+            Some("image img:1 is for platform linux/arm64, but this worker requires linux/amd64"),
+        ),
+        (
+            Some("windows"),
+            Some("amd64"),
+            FailureReason::SidecarPrep,
+            Some("image img:1 is for platform windows/amd64, but this worker requires linux/amd64"),
+        ),
+        (
+            None,
+            None,
+            FailureReason::ImagePull,
+            Some("image img:1 is for platform /, but this worker requires linux/amd64"),
+        ),
+        (
+            Some("linux"),
+            None,
+            FailureReason::ImagePull,
+            Some("image img:1 is for platform linux/, but this worker requires linux/amd64"),
+        ),
+    ];
+    for (os, arch, reason, want) in cases {
+        let got = check_platform("img:1", inspect(os, arch), &engine, reason);
+        match (got, want) {
+            (Ok(accepted), None) => assert_eq!(accepted.id.as_deref(), Some("sha256:abc")),
+            (Err(Halt::Failed(failure)), Some(want)) => {
+                assert_eq!(failure.reason, reason, "{os:?}/{arch:?}");
+                assert_eq!(failure.message, want, "{os:?}/{arch:?}");
+            }
+            (got, want) => panic!("{os:?}/{arch:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_registry_asking_for_credentials_gets_a_hint_naming_the_config() {
+    let image = ImageRef::parse("127.0.0.1:5001/oz-test/private:1").unwrap();
+    let request = |credentials: Option<DockerCredentials>, reason| PullRequest {
+        image: &image,
+        policy: PullPolicy::Always,
+        credentials,
+        reason,
+    };
+    let no_creds =
+        "Head \"http://127.0.0.1:5001/v2/oz-test/private/manifests/1\": no basic auth credentials";
+    let refused = "unauthorized: authentication required";
+    let some = || Some(DockerCredentials::default());
+    let cases = [
+        (
+            no_creds,
+            request(None, FailureReason::ImagePull),
+            Some(
+                "registry 127.0.0.1:5001 requires credentials, and the Docker client config (DOCKER_CONFIG or ~/.docker/config.json) has none for it",
+            ),
+        ),
+        (
+            refused,
+            request(some(), FailureReason::ImagePull),
+            Some(
+                "registry 127.0.0.1:5001 refused the credentials from the Docker client config (DOCKER_CONFIG or ~/.docker/config.json)",
+            ),
+        ),
+        (
+            no_creds,
+            request(None, FailureReason::SidecarPrep),
+            Some(
+                "registry 127.0.0.1:5001 requires credentials, but sidecar images are pulled anonymously",
+            ),
+        ),
+        (
+            "manifest for 127.0.0.1:5001/oz-test/private:1 not found: manifest unknown",
+            request(None, FailureReason::ImagePull),
+            None,
+        ),
+    ];
+    for (message, request, want) in cases {
+        assert_eq!(
+            credentials_hint(message, &request).as_deref(),
+            want,
+            "{message}"
+        );
+    }
 }
