@@ -335,7 +335,7 @@ async fn kubernetes_preflight_names_missing_permissions_namespace_and_server() {
         "{text}"
     );
     assert!(
-        text.contains("pods/log: get") && text.contains("secrets: create, patch, delete"),
+        text.contains("pods/log: get; events: list; secrets: create; grant the Role"),
         "{text}"
     );
 
