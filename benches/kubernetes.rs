@@ -138,7 +138,10 @@ async fn main() {
     println!(
         "kubernetes bench: the real daemon vs API server v1.20.2 on loopback, {rounds} tasks, one at a time, medians"
     );
-    println!("  API server: Job create round trip              {}", ms(create));
+    println!(
+        "  API server: Job create round trip              {}",
+        ms(create)
+    );
     println!(
         "  API server: watch event (create -> ADDED)      {}",
         ms(watch_event)
@@ -203,7 +206,10 @@ async fn task(
     pods: &Api<Pod>,
     i: usize,
 ) -> Sample {
-    let task_id = format!("019f5de4-{i:04x}-762e-92ed-{:012x}", fastrand::u64(..1 << 48));
+    let task_id = format!(
+        "019f5de4-{i:04x}-762e-92ed-{:012x}",
+        fastrand::u64(..1 << 48)
+    );
     let data = sample_assignment(&task_id);
     let names = TaskNames::new(
         &worker.worker_id,
@@ -226,7 +232,10 @@ async fn task(
     // worker's own request counter (a condition, not a timed wait).
     let settled = Instant::now();
     while executor.api_requests() - before < STEADY_REQUESTS {
-        assert!(settled.elapsed() < WAIT, "the worker never opened its watches");
+        assert!(
+            settled.elapsed() < WAIT,
+            "the worker never opened its watches"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 
@@ -245,7 +254,8 @@ async fn task(
                 match tokio::time::timeout(WAIT, job_events.next()).await {
                     Ok(Some(Ok(WatchEvent::Modified(job))))
                         if job.status.and_then(|s| s.conditions).is_some_and(|c| {
-                            c.iter().any(|c| c.type_ == "Complete" && c.status == "True")
+                            c.iter()
+                                .any(|c| c.type_ == "Complete" && c.status == "True")
                         }) =>
                     {
                         return terminated.elapsed();

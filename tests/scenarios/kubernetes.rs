@@ -175,7 +175,10 @@ async fn kubernetes_success_deletes_the_job_and_keeps_secrets_out_of_its_spec() 
         // The job controller adds its own two labels to the template (and so to the pods).
         let mut labels = meta.labels.clone().unwrap_or_default();
         if what == "pod template" {
-            assert_eq!(labels.remove("job-name").as_deref(), Some(s.job_name.as_str()));
+            assert_eq!(
+                labels.remove("job-name").as_deref(),
+                Some(s.job_name.as_str())
+            );
             assert!(labels.remove("controller-uid").is_some());
         }
         assert_eq!(labels, want_labels, "labels of the {what}");
@@ -532,7 +535,10 @@ async fn kubernetes_daemon_shutdown_leaves_the_running_job_and_a_restarted_worke
     );
     if let Some(received) = cp.next_message(Duration::ZERO).await {
         assert!(
-            !received.message.as_ref().is_some_and(WorkerMessage::is_terminal),
+            !received
+                .message
+                .as_ref()
+                .is_some_and(WorkerMessage::is_terminal),
             "no terminal report for a preserved task: {received:?}"
         );
     }

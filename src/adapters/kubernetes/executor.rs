@@ -154,7 +154,10 @@ impl KubernetesExecutor {
             uid: job.metadata.uid.clone().unwrap_or_default(),
             ..OwnerReference::default()
         }]);
-        if let Err(e) = secrets.create(&PostParams::default(), &objects.secret).await {
+        if let Err(e) = secrets
+            .create(&PostParams::default(), &objects.secret)
+            .await
+        {
             // Without its Secret the pod would wait until the deadline: stop it now.
             self.delete_job(&names.job_name).await;
             return Err(create_failure("Secret for the task environment", &e));

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use super::config::{ImagePullPolicy, KubernetesConfig};
 use super::executor::is_quantity;
 use super::job::{COPY_SCRIPT, WRAPPER, task_env, task_objects};
-use super::names::{
-    TaskNames, job_name, sanitize_label_value, short_hash, worker_job_selector,
-};
+use super::names::{TaskNames, job_name, sanitize_label_value, short_hash, worker_job_selector};
 use super::preflight::preflight_job;
 use super::template::{merge_task_container, parse_pod_template};
 use crate::domain::spec::{SpecSettings, prepare};
@@ -112,13 +110,19 @@ fn worker_job_selector_matches_every_task_of_that_worker_and_no_other() {
         })
     };
     let mut extra = BTreeMap::new();
-    extra.insert("app.kubernetes.io/managed-by".to_owned(), "someone-else".to_owned());
+    extra.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        "someone-else".to_owned(),
+    );
     for (task, execution) in [("t1", ""), ("t2", "e2")] {
         let names = TaskNames::new("Worker/1", task, execution, &extra);
         assert!(matches(&names.labels), "{:?}", names.labels);
     }
     let other = TaskNames::new("Worker/2", "t1", "", &BTreeMap::new());
-    assert!(!matches(&other.labels), "another worker's Jobs are not listed");
+    assert!(
+        !matches(&other.labels),
+        "another worker's Jobs are not listed"
+    );
 }
 
 #[test]
