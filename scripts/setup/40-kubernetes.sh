@@ -118,6 +118,24 @@ oz_k8s_wait() { # what seconds command...
   done
 }
 
+# Runs a command quietly; when it fails, prints everything it said to stderr and returns its
+# status (under `set -e` the caller stops there).
+oz_k8s_loud() { # what command...
+  local what=$1 out rc=0
+  shift
+  out="$("$@" 2>&1)" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "40-kubernetes: $what failed (exit $rc):" >&2
+    printf '%s\n' "$out" >&2
+  fi
+  return "$rc"
+}
+
+# Quiet probe for oz_k8s_wait (its own message says what did not become ready).
+oz_k8s_has_default_namespace() {
+  "${oz_k8s_kc[@]}" get namespace default -o name >/dev/null 2>&1
+}
+
 oz_k8s_start() {
   local state="${OZ_TEST_STATE_DIR:?OZ_TEST_STATE_DIR must be set}/kubernetes"
   oz_k8s_state=$state
@@ -157,14 +175,24 @@ oz_k8s_start() {
   oz_k8s_kubeconfig "$state/worker.kubeconfig" oz-test-worker-token
   oz_k8s_kubeconfig "$state/nobody.kubeconfig" oz-test-nobody-token
   # The RBAC namespace and binding: exactly the Role the README documents.
-  local kc=(kubectl --kubeconfig "$state/admin.kubeconfig")
-  oz_k8s_wait "default namespace" 30 "${kc[@]}" get namespace default -o name >/dev/null 2>&1
-  "${kc[@]}" create namespace oz-rbac --dry-run=client -o yaml 2>/dev/null | "${kc[@]}" apply -f - >/dev/null 2>&1
+  oz_k8s_kc=(kubectl --kubeconfig "$state/admin.kubeconfig")
+  oz_k8s_wait "default namespace" 30 oz_k8s_has_default_namespace
   local root
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-  "${kc[@]}" -n oz-rbac apply -f "$root/docs/kubernetes-rbac.yaml" >/dev/null 2>&1
-  "${kc[@]}" -n oz-rbac create rolebinding oz-agent-worker --role=oz-agent-worker --user=oz-worker \
-    --dry-run=client -o yaml 2>/dev/null | "${kc[@]}" apply -f - >/dev/null 2>&1
+  oz_k8s_loud "applying namespace oz-rbac" "${oz_k8s_kc[@]}" apply -f - <<'EOF'
+apiVersion: v1
+kind: Namespace
+metadata: {name: oz-rbac}
+EOF
+  oz_k8s_loud "applying the Role in docs/kubernetes-rbac.yaml" \
+    "${oz_k8s_kc[@]}" -n oz-rbac apply -f "$root/docs/kubernetes-rbac.yaml"
+  oz_k8s_loud "applying RoleBinding oz-agent-worker" "${oz_k8s_kc[@]}" -n oz-rbac apply -f - <<'EOF'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: oz-agent-worker}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: oz-agent-worker}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: oz-worker}]
+EOF
   export OZ_TEST_KUBECONFIG="$state/admin.kubeconfig"
   export OZ_TEST_KUBECONFIG_RESTRICTED="$state/worker.kubeconfig"
   export OZ_TEST_KUBECONFIG_NORBAC="$state/nobody.kubeconfig"

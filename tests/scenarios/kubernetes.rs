@@ -2,11 +2,16 @@
 //! (scripts/setup/40-kubernetes.sh). The test plays the kubelet by patching pod status; the real
 //! job controller creates the Pods and sets the Job's conditions.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
+use oz_agent_worker::adapters::control_plane::protocol::WorkerMessage;
+use oz_agent_worker::adapters::kubernetes::names::TaskNames;
 use oz_agent_worker::adapters::kubernetes::{KubeError, KubernetesConfig, KubernetesExecutor};
 use oz_agent_worker::domain::{Exit, FailureReason, InstanceShape, TaskFailure, TaskSpec};
 use oz_agent_worker::ports::executor::Executor;
@@ -14,6 +19,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::daemon;
 use crate::support::kubernetes::{self as k8s, PodStatus};
 use crate::support::require;
 
@@ -77,7 +83,30 @@ async fn kubernetes_success_deletes_the_job_and_keeps_secrets_out_of_its_spec() 
     if !require("kubernetes api server", k8s::available()) {
         return;
     }
-    let mut s = started(|_| {}).await;
+    let admin = k8s::admin().await;
+    let mut config = k8s::worker_config(&k8s::namespace(&admin).await);
+    config.extra_labels = BTreeMap::from([
+        ("team".to_owned(), "agents".to_owned()),
+        ("oz-task-id".to_owned(), "spoofed".to_owned()),
+    ]);
+    config.extra_annotations =
+        BTreeMap::from([("example.com/owner".to_owned(), "platform".to_owned())]);
+    // Every Secret event in the namespace from before the task starts: the first one shows the
+    // Secret as it was created.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &config.namespace);
+    let version = secrets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut secret_events = secrets
+        .watch(&WatchParams::default(), &version)
+        .await
+        .unwrap()
+        .boxed();
+    let mut s = start(config.clone(), k8s::task_spec(SECRET)).await;
     let job: Job = Api::namespaced(s.admin.clone(), &s.namespace)
         .get(&s.job_name)
         .await
@@ -92,19 +121,83 @@ async fn kubernetes_success_deletes_the_job_and_keeps_secrets_out_of_its_spec() 
         s.job_name.contains(s.spec.task_id.as_str()),
         "the Job name contains the run id"
     );
-    let secret: Secret = Api::namespaced(s.admin.clone(), &s.namespace)
-        .get(&s.job_name)
+    let job_uid = job.metadata.uid.clone().unwrap();
+
+    let created = tokio::time::timeout(WAIT, async {
+        while let Some(event) = secret_events.next().await {
+            if let WatchEvent::Added(secret) = event.unwrap()
+                && secret.metadata.name.as_deref() == Some(s.job_name.as_str())
+            {
+                return secret;
+            }
+        }
+        panic!("the Secret watch ended");
+    })
+    .await
+    .expect("the Secret is created");
+    let owners = created
+        .metadata
+        .owner_references
+        .clone()
+        .expect("owned from its creation");
+    assert_eq!(owners.len(), 1);
+    assert_eq!(
+        (
+            owners[0].api_version.as_str(),
+            owners[0].kind.as_str(),
+            owners[0].name.as_str(),
+            owners[0].uid.as_str()
+        ),
+        ("batch/v1", "Job", s.job_name.as_str(), job_uid.as_str())
+    );
+
+    // Labels and annotations, the same on the Job, its pod template and the Secret.
+    let want_labels = k8s::expected_labels(
+        &config.worker_id,
+        s.spec.task_id.as_str(),
+        &s.spec.execution_id,
+        &BTreeMap::from([("team".to_owned(), "agents".to_owned())]),
+    );
+    assert_eq!(
+        want_labels["oz-task-id"],
+        s.spec.task_id.as_str(),
+        "worker labels override extra labels"
+    );
+    let job_spec = job.spec.clone().unwrap();
+    let template_meta = job_spec.template.metadata.clone().unwrap();
+    let secret: Secret = secrets.get(&s.job_name).await.unwrap();
+    for (what, meta) in [
+        ("Job", &job.metadata),
+        ("pod template", &template_meta),
+        ("Secret", &created.metadata),
+        ("Secret now", &secret.metadata),
+    ] {
+        // The job controller adds its own two labels to the template (and so to the pods).
+        let mut labels = meta.labels.clone().unwrap_or_default();
+        if what == "pod template" {
+            assert_eq!(
+                labels.remove("job-name").as_deref(),
+                Some(s.job_name.as_str())
+            );
+            assert!(labels.remove("controller-uid").is_some());
+        }
+        assert_eq!(labels, want_labels, "labels of the {what}");
+        assert_eq!(
+            meta.annotations.as_ref(),
+            Some(&config.extra_annotations),
+            "annotations of the {what}"
+        );
+    }
+    let pod: Pod = Api::namespaced(s.admin.clone(), &s.namespace)
+        .get(&s.pod)
         .await
         .unwrap();
-    let owner = &secret.metadata.owner_references.as_ref().expect("owned")[0];
+    let pod_labels = pod.metadata.labels.unwrap();
+    for (key, value) in &want_labels {
+        assert_eq!(pod_labels.get(key), Some(value), "pod label {key}");
+    }
     assert_eq!(
-        (owner.kind.as_str(), owner.uid.as_str()),
-        ("Job", job.metadata.uid.as_deref().unwrap())
-    );
-    let labels = job.metadata.labels.unwrap();
-    assert_eq!(labels["app.kubernetes.io/managed-by"], "oz-agent-worker");
-    assert_eq!(
-        job.spec.unwrap().active_deadline_seconds,
+        job_spec.active_deadline_seconds,
         Some(28_800),
         "8 h by default"
     );
@@ -145,14 +238,33 @@ async fn kubernetes_unschedulable_pod_fails_after_the_timeout() {
     if !require("kubernetes api server", k8s::available()) {
         return;
     }
-    let mut s = started(|c| c.unschedulable_timeout = Some(Duration::from_secs(1))).await;
+    let timeout = Duration::from_secs(2);
+    let before = Instant::now();
+    let mut s = started(|c| c.unschedulable_timeout = Some(timeout)).await;
+    let pod: Pod = Api::namespaced(s.admin.clone(), &s.namespace)
+        .get(&s.pod)
+        .await
+        .unwrap();
+    let created = pod.metadata.creation_timestamp.unwrap().0;
     k8s::set_pod_status(&s.admin, &s.namespace, &s.pod, PodStatus::Unschedulable).await;
     let failure = finish(&mut s).await.unwrap_err();
+    let (now, elapsed) = (k8s_openapi::jiff::Timestamp::now(), before.elapsed());
     assert_eq!(failure.reason, FailureReason::Unschedulable);
     assert!(
         failure.message.contains("Insufficient cpu"),
         "{}",
         failure.message
+    );
+    // Not before the timeout: counted from the pod's creationTimestamp (spec §2.6), which the
+    // server keeps to the second, so from the test's own clock at most 1 s less.
+    let since_creation = now.as_millisecond() - created.as_millisecond();
+    assert!(
+        since_creation >= timeout.as_millis() as i64,
+        "failed {since_creation} ms after the pod's creationTimestamp, before the {timeout:?} timeout"
+    );
+    assert!(
+        elapsed >= timeout - Duration::from_secs(1),
+        "failed {elapsed:?} after the task started"
     );
 }
 
@@ -221,7 +333,7 @@ async fn kubernetes_cancel_deletes_the_job_its_pods_and_its_secret() {
     assert_eq!(finish(&mut s).await, Ok(Exit::Cancelled));
     job_gone(&s.admin, &s.namespace, &s.job_name).await;
     let secrets: Api<Secret> = Api::namespaced(s.admin.clone(), &s.namespace);
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(s.admin.clone(), &s.namespace);
+    let pods: Api<Pod> = Api::namespaced(s.admin.clone(), &s.namespace);
     k8s::eventually(
         "the garbage collector to delete the Secret and the pod",
         WAIT,
@@ -335,7 +447,7 @@ async fn kubernetes_preflight_names_missing_permissions_namespace_and_server() {
         "{text}"
     );
     assert!(
-        text.contains("pods/log: get") && text.contains("secrets: create, patch, delete"),
+        text.contains("pods/log: get; events: list; secrets: create; grant the Role"),
         "{text}"
     );
 
@@ -368,22 +480,97 @@ async fn kubernetes_preflight_names_missing_permissions_namespace_and_server() {
 }
 
 #[tokio::test]
-async fn kubernetes_worker_shutdown_leaves_the_job_and_an_external_delete_is_job_watch() {
+async fn kubernetes_daemon_shutdown_leaves_the_running_job_and_a_restarted_worker_finds_it() {
     if !require("kubernetes api server", k8s::available()) {
         return;
     }
     let admin = k8s::admin().await;
-    let config = k8s::worker_config(&k8s::namespace(&admin).await);
-    let mut s = start(config.clone(), k8s::task_spec(SECRET)).await;
-    let other = KubernetesExecutor::without_preflight(&config)
+    let namespace = k8s::namespace(&admin).await;
+    let worker_id = format!("oz-restart-{:08x}", fastrand::u32(..));
+    let cp = daemon::control_plane().await;
+    let daemon = k8s::spawn_daemon(&cp, &namespace, &worker_id).await;
+    cp.wait_connections(WAIT, |c| c.iter().any(|c| c.open))
+        .await
+        .expect("the daemon connects");
+    let task_id = format!("019f5de4-{:04x}-762e-92ed-199c971abcba", fastrand::u16(..));
+    let data = daemon::assignment_with_secret(&task_id, SECRET);
+    cp.assign(&data).unwrap();
+    let claimed = daemon::next(&cp).await;
+    assert!(
+        matches!(&claimed.message, Some(WorkerMessage::TaskClaimed { task_id: id, .. }) if *id == task_id),
+        "{claimed:?}"
+    );
+    let names = TaskNames::new(
+        &worker_id,
+        &task_id,
+        data["execution_id"].as_str().unwrap(),
+        &BTreeMap::new(),
+    );
+    let pod = k8s::task_pod(&admin, &namespace, &names).await;
+    k8s::set_pod_status(&admin, &namespace, &pod, PodStatus::Running).await;
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &namespace);
+    let uid = jobs.get(&names.job_name).await.unwrap().metadata.uid;
+
+    // The daemon that runs the task stops (its executor's shutdown included).
+    daemon.stop().await.expect("the daemon stops cleanly");
+    let job = jobs
+        .get_opt(&names.job_name)
+        .await
+        .unwrap()
+        .expect("the Job survives the shutdown");
+    assert_eq!(job.metadata.uid, uid, "the same Job");
+    assert!(
+        job.metadata.deletion_timestamp.is_none(),
+        "not being deleted"
+    );
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
+    assert!(
+        pods.get_opt(&pod).await.unwrap().is_some(),
+        "its pod runs on"
+    );
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
+    assert!(
+        secrets.get_opt(&names.job_name).await.unwrap().is_some(),
+        "its Secret stays"
+    );
+    if let Some(received) = cp.next_message(Duration::ZERO).await {
+        assert!(
+            !received
+                .message
+                .as_ref()
+                .is_some_and(WorkerMessage::is_terminal),
+            "no terminal report for a preserved task: {received:?}"
+        );
+    }
+
+    // Another worker's Job in the same namespace, to show the server filters by worker.
+    let decoy: Job = serde_json::from_value(json!({
+        "metadata": { "name": "decoy", "labels": {
+            "app.kubernetes.io/managed-by": "oz-agent-worker", "oz-worker-hash": "0000000000000000" } },
+        "spec": { "template": { "spec": { "restartPolicy": "Never",
+            "containers": [{ "name": "c", "image": "oz-test/busybox:1" }] } } }
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &decoy).await.unwrap();
+    // A restarted worker (same id, new executor) finds its Job by its labels.
+    let mut config = k8s::worker_config(&namespace);
+    config.worker_id = worker_id;
+    let restarted = KubernetesExecutor::without_preflight(&config)
         .await
         .unwrap();
-    other.shutdown().await;
-    let jobs: Api<Job> = Api::namespaced(s.admin.clone(), &s.namespace);
-    assert!(
-        jobs.get_opt(&s.job_name).await.unwrap().is_some(),
-        "shutdown deletes nothing"
+    assert_eq!(
+        restarted.worker_jobs().await.unwrap(),
+        [names.job_name.clone()]
     );
+}
+
+#[tokio::test]
+async fn kubernetes_an_external_delete_of_the_job_is_job_watch() {
+    if !require("kubernetes api server", k8s::available()) {
+        return;
+    }
+    let mut s = started(|_| {}).await;
+    let jobs: Api<Job> = Api::namespaced(s.admin.clone(), &s.namespace);
     let background = kube::api::DeleteParams::background();
     jobs.delete(&s.job_name, &background).await.unwrap();
     let failure = finish(&mut s).await.unwrap_err();

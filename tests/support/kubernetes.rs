@@ -2,6 +2,7 @@
 //! client, and "kubelet" helpers that patch pod status (there is no kubelet in the test cluster;
 //! the real job controller creates the Pods and reacts to their status).
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,9 +12,15 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use oz_agent_worker::adapters::kubernetes::KubernetesConfig;
 use oz_agent_worker::adapters::kubernetes::names::TaskNames;
+use oz_agent_worker::app::bootstrap;
+use oz_agent_worker::app::config::{self, Invocation};
 use oz_agent_worker::domain::spec::{SpecSettings, prepare};
 use oz_agent_worker::domain::{Assignment, TaskId, TaskSpec};
+use oz_agent_worker::local::LocalControlPlane;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::daemon::{API_KEY, Daemon};
 
 /// The admin kubeconfig, when the setup script ran.
 pub fn admin_kubeconfig() -> Option<PathBuf> {
@@ -171,4 +178,81 @@ pub async fn set_pod_status(client: &Client, namespace: &str, pod: &str, status:
         )
         .await
         .unwrap();
+}
+
+/// The labels spec §2.3 asks for on a task's Job, pod template and Secret, worked out here from
+/// the raw ids (SHA-256 straight from `ring`, not the worker's own helpers), with `extra`
+/// underneath.
+pub fn expected_labels(
+    worker_id: &str,
+    task_id: &str,
+    execution_id: &str,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let hash = |raw: &str| -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
+        digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut labels = extra.clone();
+    for (key, value) in [
+        ("oz-worker-id", worker_id.to_lowercase()),
+        ("oz-worker-hash", hash(worker_id)),
+        ("oz-task-id", task_id.to_lowercase()),
+        ("oz-task-hash", hash(task_id)),
+        ("oz-execution-id", execution_id.to_lowercase()),
+        ("oz-execution-hash", hash(execution_id)),
+        ("app.kubernetes.io/managed-by", "oz-agent-worker".to_owned()),
+    ] {
+        labels.insert(key.to_owned(), value);
+    }
+    labels
+}
+
+/// Starts the real daemon (config file → bootstrap → run) on the Kubernetes backend against
+/// the admin kubeconfig, `namespace`, as `worker_id`, connected to `cp`.
+pub async fn spawn_daemon(cp: &LocalControlPlane, namespace: &str, worker_id: &str) -> Daemon {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.yaml");
+    let kubeconfig = admin_kubeconfig().expect("provisioned");
+    std::fs::write(
+        &config_file,
+        format!(
+            "worker_id: {worker_id}\nbackend:\n  kubernetes:\n    namespace: {namespace}\n    kubeconfig: {}\n",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = [
+        "oz-agent-worker",
+        "--config-file",
+        &config_file.display().to_string(),
+        "--web-socket-url",
+        &cp.ws_url(),
+        "--server-root-url",
+        "http://127.0.0.1:1",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    env.insert("WARP_API_KEY".into(), API_KEY.into());
+    env.insert("OTEL_METRICS_EXPORTER".into(), "none".into());
+    let lookup = move |name: &str| env.get(name).cloned();
+    let loaded = config::load(args, &lookup).expect("valid scenario config");
+    let Invocation::Run(config) = loaded.invocation else {
+        panic!("expected a run invocation");
+    };
+    let app = bootstrap::build(&config, &lookup)
+        .await
+        .expect("the daemon builds (Kubernetes preflight included)");
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run(shutdown.clone()));
+    Daemon {
+        shutdown,
+        handle,
+        dir,
+    }
 }

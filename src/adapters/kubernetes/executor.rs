@@ -11,9 +11,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
-use kube::api::{
-    DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy,
-};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{
@@ -21,7 +19,7 @@ use super::client::{
 };
 use super::config::KubernetesConfig;
 use super::job::task_objects;
-use super::names::TaskNames;
+use super::names::{TaskNames, worker_job_selector};
 use super::preflight::preflight;
 use super::template::parse_pod_template;
 use super::watch::{JobWatch, Outcome};
@@ -103,10 +101,38 @@ impl KubernetesExecutor {
         self.client.requests()
     }
 
-    /// Creates the Secret, the Job, then makes the Job own the Secret. Returns whether the
-    /// Secret is owned (else the caller deletes it when the task ends).
-    async fn create(&self, spec: &TaskSpec, names: &TaskNames) -> Result<bool, TaskFailure> {
-        let objects = task_objects(&self.config, &self.template, spec, names)?;
+    /// Names of every Job this worker created (any task, any state), found with
+    /// [`worker_job_selector`]: what a restarted worker would re-attach to.
+    ///
+    /// # Errors
+    /// The API server's error for the list.
+    pub async fn worker_jobs(&self) -> Result<Vec<String>, kube::Error> {
+        let jobs: Api<Job> = Api::namespaced(self.client.client.clone(), &self.config.namespace);
+        let selector = worker_job_selector(&self.config.worker_id);
+        let listed = jobs.list(&ListParams::default().labels(&selector)).await?;
+        Ok(listed
+            .items
+            .into_iter()
+            .filter_map(|job| job.metadata.name)
+            .collect())
+    }
+
+    /// Creates the Job, then the Secret with the Job as its owner from the start.
+    ///
+    /// Why this order: the Secret holds the task's secrets, so it must never exist without an
+    /// owner (a crash between "create Secret" and "make the Job own it" would leave it in the
+    /// cluster forever). An owner reference needs the owner's uid, so the Job comes first.
+    /// The Job's pod cannot start its containers before the Secret exists: the kubelet reports
+    /// `CreateContainerConfigError` and retries; in practice the Secret lands one round trip
+    /// after the Job, long before the pod is scheduled and its init containers have run. A
+    /// crash between the two creates leaves a Job whose pod waits for a Secret that never comes;
+    /// it holds no secret, ends at `active_deadline_seconds` and goes with its TTL (and carries
+    /// the worker's labels, so a restarted worker can find it). The only stricter order, a
+    /// suspended Job (`spec.suspend`) resumed once the Secret exists, needs Kubernetes 1.21 (1.20
+    /// drops the field silently, so it would not even be safer there), one more request per task
+    /// and `patch` on Jobs in the Role; it is not worth it.
+    async fn create(&self, spec: &TaskSpec, names: &TaskNames) -> Result<(), TaskFailure> {
+        let mut objects = task_objects(&self.config, &self.template, spec, names)?;
         let ns = &self.config.namespace;
         let jobs: Api<Job> = Api::namespaced(self.client.client.clone(), ns);
         let secrets: Api<Secret> = Api::namespaced(self.client.client.clone(), ns);
@@ -116,55 +142,27 @@ impl KubernetesExecutor {
                 format!("failed to create Kubernetes {what}: {}", api_message(e)),
             )
         };
-        secrets
-            .create(&PostParams::default(), &objects.secret)
+        let job = jobs
+            .create(&PostParams::default(), &objects.job)
             .await
-            .map_err(|e| create_failure("Secret for the task environment", &e))?;
-        let job = match jobs.create(&PostParams::default(), &objects.job).await {
-            Ok(job) => job,
-            Err(e) => {
-                let _ = secrets
-                    .delete(&names.job_name, &DeleteParams::default())
-                    .await;
-                return Err(create_failure("Job", &e));
-            }
-        };
-        // The Secret goes away with the Job (garbage collection through the owner reference).
-        let owner = OwnerReference {
+            .map_err(|e| create_failure("Job", &e))?;
+        // The garbage collector deletes the Secret with the Job.
+        objects.secret.metadata.owner_references = Some(vec![OwnerReference {
             api_version: "batch/v1".to_owned(),
             kind: "Job".to_owned(),
             name: names.job_name.clone(),
             uid: job.metadata.uid.clone().unwrap_or_default(),
             ..OwnerReference::default()
-        };
-        let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
+        }]);
         if let Err(e) = secrets
-            .patch(
-                &names.job_name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .create(&PostParams::default(), &objects.secret)
             .await
         {
-            tracing::warn!(job = %names.job_name, error = %api_message(&e), "Could not make the Job own its Secret; deleting it when the task ends.");
-            return Ok(false);
+            // Without its Secret the pod would wait until the deadline: stop it now.
+            self.delete_job(&names.job_name).await;
+            return Err(create_failure("Secret for the task environment", &e));
         }
-        Ok(true)
-    }
-
-    async fn delete_secret(&self, name: &str) {
-        let secrets: Api<Secret> =
-            Api::namespaced(self.client.client.clone(), &self.config.namespace);
-        let deleted = tokio::time::timeout(
-            CLEANUP_TIMEOUT,
-            secrets.delete(name, &DeleteParams::default()),
-        )
-        .await;
-        if let Ok(Err(e)) = deleted
-            && api_code(&e) != Some(404)
-        {
-            tracing::warn!(secret = %name, error = %api_message(&e), "Could not delete the task's Secret.");
-        }
+        Ok(())
     }
 
     async fn delete_job(&self, name: &str) {
@@ -234,7 +232,7 @@ impl Executor for KubernetesExecutor {
         if cancel.is_cancelled() {
             return Ok(Exit::Cancelled);
         }
-        let secret_owned = self.create(spec, &names).await?;
+        self.create(spec, &names).await?;
         tracing::info!(job = %names.job_name, namespace = %config.namespace, task_id = %spec.task_id, "Created Kubernetes Job.");
         let watch = JobWatch {
             jobs: Api::namespaced(self.client.client.clone(), &config.namespace),
@@ -247,9 +245,6 @@ impl Executor for KubernetesExecutor {
             resync_interval: self.resync_interval,
         };
         let outcome = watch.outcome(&cancel).await;
-        if !secret_owned {
-            self.delete_secret(&names.job_name).await;
-        }
         match outcome {
             Outcome::Succeeded => {
                 if config.cleanup {

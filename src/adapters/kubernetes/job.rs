@@ -172,11 +172,10 @@ pub fn task_objects(
         }),
         ..Job::default()
     };
+    // Same name, labels and annotations as the Job; the owner reference is added once the Job
+    // exists (see `KubernetesExecutor::create`).
     let secret = Secret {
-        metadata: ObjectMeta {
-            annotations: None,
-            ..meta
-        },
+        metadata: meta,
         type_: Some("Opaque".to_owned()),
         string_data: Some(secret_data),
         ..Secret::default()

@@ -35,7 +35,7 @@ pub const REQUIRED_PERMISSIONS: [(&str, &str, &[&str]); 5] = [
     ("", "pods", &["get", "list", "watch"]),
     ("", "pods/log", &["get"]),
     ("", "events", &["list"]),
-    ("", "secrets", &["create", "patch", "delete"]),
+    ("", "secrets", &["create"]),
 ];
 
 const POLL: Duration = Duration::from_millis(500);

@@ -1,14 +1,14 @@
 //! Unit tests of the Kubernetes backend's pure parts: names, labels, env, the Job spec, the
 //! pod_template merge, failure mapping. The fake API server tests are in `tests/fake_api.rs`.
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::json;
 use std::collections::BTreeMap;
 
 use super::config::{ImagePullPolicy, KubernetesConfig};
 use super::executor::is_quantity;
 use super::job::{COPY_SCRIPT, WRAPPER, task_env, task_objects};
-use super::names::{TaskNames, job_name, sanitize_label_value, short_hash};
+use super::names::{TaskNames, job_name, sanitize_label_value, short_hash, worker_job_selector};
 use super::preflight::preflight_job;
 use super::template::{merge_task_container, parse_pod_template};
 use crate::domain::spec::{SpecSettings, prepare};
@@ -90,6 +90,38 @@ fn label_values_are_sanitized_and_hashes_are_16_hex() {
         names.execution_hash,
         short_hash("t"),
         "falls back to the task id"
+    );
+}
+
+#[test]
+fn worker_job_selector_matches_every_task_of_that_worker_and_no_other() {
+    let selector = worker_job_selector("Worker/1");
+    assert_eq!(
+        selector,
+        format!(
+            "app.kubernetes.io/managed-by=oz-agent-worker,oz-worker-hash={}",
+            short_hash("Worker/1")
+        )
+    );
+    let matches = |labels: &BTreeMap<String, String>| {
+        selector.split(',').all(|term| {
+            let (key, value) = term.split_once('=').unwrap();
+            labels.get(key).map(String::as_str) == Some(value)
+        })
+    };
+    let mut extra = BTreeMap::new();
+    extra.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        "someone-else".to_owned(),
+    );
+    for (task, execution) in [("t1", ""), ("t2", "e2")] {
+        let names = TaskNames::new("Worker/1", task, execution, &extra);
+        assert!(matches(&names.labels), "{:?}", names.labels);
+    }
+    let other = TaskNames::new("Worker/2", "t1", "", &BTreeMap::new());
+    assert!(
+        !matches(&other.labels),
+        "another worker's Jobs are not listed"
     );
 }
 
@@ -381,6 +413,42 @@ fn pod_template_merge_table() {
     for (template, check) in cases {
         check(&build(&config, template, &spec_with_image));
     }
+    // The same kind of cases with a teardown_command configured.
+    let with_teardown = KubernetesConfig {
+        teardown_command: Some("echo bye".into()),
+        ..config.clone()
+    };
+    let teardown_cases: Vec<(serde_json::Value, Check)> = vec![
+        (
+            json!({ "containers": [{ "name": "task", "lifecycle": {
+                "postStart": { "exec": { "command": ["true"] } },
+                "preStop": { "exec": { "command": ["template-hook"] } } } }] }),
+            |pod| {
+                let lifecycle = task(pod).lifecycle.as_ref().unwrap();
+                assert!(
+                    lifecycle.post_start.is_none(),
+                    "teardown: the template's lifecycle is replaced, not merged"
+                );
+                let pre_stop = lifecycle.pre_stop.as_ref().unwrap().exec.as_ref().unwrap();
+                assert_eq!(
+                    pre_stop.command.as_deref().unwrap(),
+                    ["/bin/sh", "-c", "echo bye"]
+                );
+            },
+        ),
+        (json!({}), |pod| {
+            let lifecycle = task(pod).lifecycle.as_ref().unwrap();
+            let pre_stop = lifecycle.pre_stop.as_ref().unwrap().exec.as_ref().unwrap();
+            assert_eq!(
+                pre_stop.command.as_deref().unwrap(),
+                ["/bin/sh", "-c", "echo bye"],
+                "no template task container: the worker's preStop"
+            );
+        }),
+    ];
+    for (template, check) in teardown_cases {
+        check(&build(&with_teardown, template, &spec_with_image));
+    }
     assert!(
         parse_pod_template(Some(&json!({ "containers": "nope" })))
             .unwrap_err()
@@ -395,7 +463,6 @@ fn pod_template_merge_table() {
         },
     );
     assert_eq!(pod.containers.len(), 1);
-    let _unused: Option<EnvVar> = None;
 }
 
 #[test]

@@ -23,6 +23,10 @@ struct Fake {
     /// Answer the first Job watch with a `410 Gone` ERROR event.
     expire_first_watch: bool,
     job_watches: usize,
+    /// The Secret as the worker sent it.
+    secret: Option<Value>,
+    /// Refuse the Secret create with a 403.
+    refuse_secret: bool,
 }
 
 fn respond(status: StatusCode, body: &Value) -> Response<Body> {
@@ -68,8 +72,15 @@ async fn serve(
         .push((parts.method.clone(), format!("{path}?{query}")));
     let watch = query.contains("watch=true");
     let response = match (parts.method, path.as_str()) {
+        (Method::POST, "/api/v1/namespaces/ns/secrets") if fake.refuse_secret => respond(
+            StatusCode::FORBIDDEN,
+            &json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403, "reason": "Forbidden",
+                "message": "secrets is forbidden: exceeded quota" }),
+        ),
         (Method::POST, "/api/v1/namespaces/ns/secrets") => {
-            respond(StatusCode::CREATED, &serde_json::from_slice(&body).unwrap())
+            let secret: Value = serde_json::from_slice(&body).unwrap();
+            fake.secret = Some(secret.clone());
+            respond(StatusCode::CREATED, &secret)
         }
         (Method::POST, "/apis/batch/v1/namespaces/ns/jobs") => {
             let mut job: Value = serde_json::from_slice(&body).unwrap();
@@ -78,10 +89,6 @@ async fn serve(
             fake.job = Some(job.clone());
             respond(StatusCode::CREATED, &job)
         }
-        (Method::PATCH, p) if p.starts_with("/api/v1/namespaces/ns/secrets/") => respond(
-            StatusCode::OK,
-            &json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "s" } }),
-        ),
         (Method::GET, p)
             if p.starts_with("/apis/batch/v1/namespaces/ns/jobs")
                 && watch
@@ -190,8 +197,48 @@ async fn native_sidecar_exiting_143_does_not_fail_a_completing_job() {
         "{methods:?}"
     );
     assert!(
-        methods[0].starts_with("POST /api/v1/namespaces/ns/secrets"),
-        "the Secret comes first: {methods:?}"
+        methods[0].starts_with("POST /apis/batch/v1/namespaces/ns/jobs")
+            && methods[1].starts_with("POST /api/v1/namespaces/ns/secrets"),
+        "the Job comes first, so the Secret can be owned by it from its creation: {methods:?}"
+    );
+    let owners = &fake.secret.as_ref().unwrap()["metadata"]["ownerReferences"];
+    assert_eq!(
+        owners,
+        &json!([{ "apiVersion": "batch/v1", "kind": "Job", "name": fake.job.as_ref().unwrap()["metadata"]["name"], "uid": "job-uid" }]),
+        "the Secret is created owned by the Job"
+    );
+    assert!(
+        !methods.iter().any(|r| r.contains("/secrets/")),
+        "the Secret is never patched or deleted by the worker: {methods:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_secret_fails_the_task_as_job_create_and_deletes_the_job() {
+    let (outcome, fake) = run_fake(Fake {
+        refuse_secret: true,
+        ..Fake::default()
+    })
+    .await;
+    let failure = outcome.unwrap_err();
+    assert_eq!(failure.reason, FailureReason::JobCreate);
+    assert!(
+        failure
+            .message
+            .contains("failed to create Kubernetes Secret for the task environment: secrets is forbidden: exceeded quota (403)"),
+        "{}",
+        failure.message
+    );
+    let fake = fake.lock().unwrap();
+    let methods: Vec<String> = fake
+        .requests
+        .iter()
+        .map(|(m, p)| format!("{m} {p}"))
+        .collect();
+    assert_eq!(methods.len(), 3, "{methods:?}");
+    assert!(
+        methods[2].starts_with("DELETE /apis/batch/v1/namespaces/ns/jobs/oz-task-"),
+        "the Job, which could never start, is deleted: {methods:?}"
     );
 }
 
