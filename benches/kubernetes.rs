@@ -253,10 +253,14 @@ async fn task(
             loop {
                 match tokio::time::timeout(WAIT, job_events.next()).await {
                     Ok(Some(Ok(WatchEvent::Modified(job))))
-                        if job.status.and_then(|s| s.conditions).is_some_and(|c| {
-                            c.iter()
-                                .any(|c| c.type_ == "Complete" && c.status == "True")
-                        }) =>
+                        if job
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter()
+                                    .any(|c| c.type_ == "Complete" && c.status == "True")
+                            }) =>
                     {
                         return terminated.elapsed();
                     }

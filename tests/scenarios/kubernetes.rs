@@ -560,7 +560,7 @@ async fn kubernetes_daemon_shutdown_leaves_the_running_job_and_a_restarted_worke
         .unwrap();
     assert_eq!(
         restarted.worker_jobs().await.unwrap(),
-        [names.job_name.clone()]
+        std::slice::from_ref(&names.job_name)
     );
 }
 
