@@ -1,5 +1,10 @@
 //! Masking secret values in text (process and container output, failure messages) before it
 //! reaches a log line or the server. One rule for every backend.
+//!
+//! Output is usually handled line by line, so a multi-line secret (a PEM key, a JSON
+//! credentials file) is masked whole *and* line by line: every line of it that is at least
+//! [`MIN_REDACTED_LEN`] characters long (surrounding whitespace ignored) is itself a value to
+//! mask. A shorter line (e.g. a closing `}`) is left alone, by the same rule as a short value.
 
 use crate::domain::env::EnvList;
 
@@ -24,10 +29,19 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// A redactor for `values` (short and duplicate values are ignored).
+    /// A redactor for `values` (short and duplicate values are ignored). A value spanning
+    /// several lines also masks each of its lines that is long enough on its own.
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
         let mut values: Vec<String> = values
             .into_iter()
+            .flat_map(|value| {
+                let lines = value
+                    .contains(['\n', '\r'])
+                    .then(|| value.split(['\n', '\r']).map(str::trim))
+                    .into_iter()
+                    .flatten();
+                std::iter::once(value).chain(lines)
+            })
             .filter(|v| v.chars().count() >= MIN_REDACTED_LEN)
             .map(str::to_owned)
             .collect();
@@ -61,6 +75,8 @@ impl Redactor {
 mod tests {
     use super::*;
 
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r\n  bJ1mQ0xXk2pZ  \nAB\n-----END PRIVATE KEY-----\n";
+
     #[test]
     fn masks_long_values_whole_and_leaves_short_and_public_ones() {
         let mut env = EnvList::new();
@@ -74,5 +90,62 @@ mod tests {
             "task-123456 *** *** exit 1"
         );
         assert_eq!(Redactor::new(["abc"]).redact("abc"), "abc");
+    }
+
+    #[test]
+    fn multi_line_values_are_masked_whole_and_line_by_line() {
+        // (secrets, text, expected)
+        let cases: &[(&[&str], &str, &str)] = &[
+            // The whole value in one piece of text: one mask.
+            (&[PEM], &format!("key={PEM}end"), "key=***end"),
+            // Each line on its own, as output arrives line by line.
+            (&[PEM], "-----BEGIN PRIVATE KEY-----", "***"),
+            (&[PEM], "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "***"),
+            // `\r\n` endings and indentation do not hide a line.
+            (
+                &[PEM],
+                "got MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r",
+                "got ***\r",
+            ),
+            (&[PEM], "    bJ1mQ0xXk2pZ", "    ***"),
+            // A line shorter than the minimum is not masked (same rule as short values).
+            (&[PEM], "AB", "AB"),
+            // A single-line value still needs no newline around it.
+            (&["ghp_single_line"], "x ghp_single_line y", "x *** y"),
+            // A value whose only long line is the whole value.
+            (&["\nlong-enough\n"], "long-enough", "***"),
+            // A multi-line value made of short lines masks only as a whole.
+            (&["ab\ncd\nef"], "ab\ncd\nef and ab", "*** and ab"),
+        ];
+        for (secrets, text, expected) in cases {
+            let redactor = Redactor::new(secrets.iter().copied());
+            assert_eq!(
+                redactor.redact(text),
+                *expected,
+                "secrets {secrets:?}, text {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_multi_line_secret_never_survives_line_wise_redaction() {
+        let redactor = Redactor::new([PEM]);
+        let output = format!("before\n{PEM}after");
+        let masked: Vec<String> = output.lines().map(|l| redactor.redact(l)).collect();
+        for line in PEM
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.len() >= MIN_REDACTED_LEN)
+        {
+            assert!(
+                masked.iter().all(|m| !m.contains(line)),
+                "{line:?} survived in {masked:?}"
+            );
+        }
+        assert_eq!(
+            masked.iter().filter(|m| *m == MASK).count(),
+            3,
+            "{masked:?}"
+        );
     }
 }
