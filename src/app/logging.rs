@@ -1,8 +1,20 @@
 //! Logging setup: `tracing` to stderr, as text (default) or JSON lines, at `--log-level`.
+//!
+//! Text lines inside a task show the task span (`task{task_id=…}:`). JSON lines are flat: the
+//! fields of every enclosing span (so a task's `task_id`) sit at the top level next to the
+//! event's own fields, which is what log pipelines index on.
 
+use std::fmt;
 use std::io::IsTerminal;
 
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::app::config::{LogFormat, LogLevel};
 
@@ -18,20 +30,232 @@ impl LogLevel {
     }
 }
 
-/// Installs the global subscriber. Dependencies are capped at `warn` so their debug output
-/// (which can include HTTP bodies) never reaches the log.
-pub fn init(level: LogLevel, format: LogFormat) {
-    let filter = EnvFilter::new(format!("warn,oz_agent_worker={}", level.directive()));
-    let ansi = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+/// The filter for `level`: this crate at `level`, dependencies capped at `warn` so their debug
+/// output (which can include HTTP bodies and raw WebSocket frames) never reaches the log.
+pub fn filter(level: LogLevel) -> EnvFilter {
+    EnvFilter::new(format!("warn,oz_agent_worker={}", level.directive()))
+}
+
+/// Builds a subscriber writing `format` lines to `writer`, filtered by `filter`; `ansi` colours
+/// text lines. [`init`] installs this for stderr; tests install it around a buffer.
+pub fn dispatch<W>(filter: EnvFilter, format: LogFormat, ansi: bool, writer: W) -> Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
-    let result = match format {
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    match format {
+        LogFormat::Text => Dispatch::new(builder.with_ansi(ansi).finish()),
+        LogFormat::Json => Dispatch::new(
+            builder
+                .with_ansi(false)
+                .fmt_fields(JsonFields::new())
+                .event_format(FlatJson)
+                .finish(),
+        ),
+    }
+}
+
+/// Installs the global subscriber on stderr.
+pub fn init(level: LogLevel, format: LogFormat) {
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let dispatch = dispatch(filter(level), format, ansi, std::io::stderr);
     // A second init (tests) keeps the first subscriber.
-    let _ = result;
+    let _ = tracing::dispatcher::set_global_default(dispatch);
+}
+
+/// One JSON object per line: `timestamp`, `level`, the fields of every enclosing span (outer
+/// first, so an inner span or the event wins on a clash), then the event's fields, with the
+/// formatted message under `message`.
+struct FlatJson;
+
+impl<S, N> FormatEvent<S, N> for FlatJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut object = Map::new();
+        let mut timestamp = String::new();
+        if SystemTime
+            .format_time(&mut Writer::new(&mut timestamp))
+            .is_ok()
+        {
+            object.insert("timestamp".into(), Value::String(timestamp));
+        }
+        object.insert(
+            "level".into(),
+            Value::String(event.metadata().level().as_str().to_owned()),
+        );
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                let Some(fields) = extensions.get::<FormattedFields<N>>() else {
+                    continue;
+                };
+                if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields) {
+                    object.extend(fields);
+                }
+            }
+        }
+        event.record(&mut JsonVisitor(&mut object));
+        writeln!(writer, "{}", Value::Object(object))
+    }
+}
+
+/// Records an event's fields into a JSON object.
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
+    }
+}
+
+/// Log capture for unit tests.
+#[cfg(test)]
+pub(crate) mod capture {
+    use std::io;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::{dispatch, filter};
+    use crate::app::config::{LogFormat, LogLevel};
+
+    /// Collects written bytes.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = Self;
+
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    /// Runs `body` on this thread with the daemon's subscriber (`format`, `level`, no colour)
+    /// and returns what it logged.
+    pub(crate) fn capture(format: LogFormat, level: LogLevel, body: impl FnOnce()) -> String {
+        let buffer = Buffer::default();
+        let dispatch = dispatch(filter(level), format, false, buffer.clone());
+        tracing::dispatcher::with_default(&dispatch, body);
+        let bytes = buffer
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::{info, info_span, warn};
+
+    use super::capture::capture;
+    use super::*;
+
+    fn emit() {
+        info!("outside any task");
+        let span = info_span!("task", task_id = %"t-42");
+        span.in_scope(|| {
+            warn!(code = 7_i64, flag = true, "inside {}", "the task");
+        });
+    }
+
+    #[test]
+    fn json_lines_carry_span_fields_at_the_top_level() {
+        let text = capture(LogFormat::Json, LogLevel::Info, emit);
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "outside any task");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert!(lines[0].get("task_id").is_none(), "{text}");
+        assert!(
+            lines[0]["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.contains('T'))
+        );
+        assert_eq!(lines[1]["task_id"], "t-42");
+        assert_eq!(lines[1]["message"], "inside the task");
+        assert_eq!(lines[1]["level"], "WARN");
+        assert_eq!(lines[1]["code"], 7);
+        assert_eq!(lines[1]["flag"], true);
+        assert!(lines[1].get("span").is_none(), "flat, not nested: {text}");
+    }
+
+    #[test]
+    fn text_lines_show_the_task_span() {
+        let text = capture(LogFormat::Text, LogLevel::Info, emit);
+        let task_line = text
+            .lines()
+            .find(|l| l.contains("inside the task"))
+            .unwrap();
+        assert!(task_line.contains("task{task_id=t-42}"), "{text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "no colour when ansi is off: {text:?}"
+        );
+    }
+
+    #[test]
+    fn the_level_filters_this_crate_and_caps_dependencies_at_warn() {
+        let text = capture(LogFormat::Text, LogLevel::Warn, emit);
+        assert!(!text.contains("outside any task"), "{text}");
+        assert!(text.contains("inside the task"), "{text}");
+        let debug = capture(LogFormat::Text, LogLevel::Debug, || {
+            tracing::debug!(target: "tungstenite::protocol", "raw frame");
+            tracing::debug!("our debug");
+        });
+        assert!(!debug.contains("raw frame"), "{debug}");
+        assert!(debug.contains("our debug"), "{debug}");
+    }
 }

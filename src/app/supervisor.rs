@@ -451,7 +451,9 @@ fn log_terminal(report: &TaskReport) {
             task_id = %task_id,
             reason = %failure_reason,
             exit_code = exit_code.unwrap_or(0),
-            "Task execution failed: {message}"
+            // One log line even when the message carries a multi-line output tail.
+            "Task execution failed: {}",
+            message.replace('\n', "\\n")
         ),
         TaskReport::Claimed { .. } | TaskReport::Rejected { .. } => {}
     }

@@ -106,7 +106,9 @@ impl WorkerProcess {
     /// The agent's pid, from the stand-in's `pid:` line (its traps are installed by then).
     async fn agent_pid(&self) -> i32 {
         let line = self.line("oz-standin: pid: ").await;
-        line.rsplit("pid: ").next().unwrap().trim().parse().unwrap()
+        // The output event's fields (task_id=… phase=… stream=…) follow the message.
+        let after = line.rsplit("oz-standin: pid: ").next().unwrap();
+        after.split_whitespace().next().unwrap().parse().unwrap()
     }
 
     /// Waits (bounded) for the process to exit and for the end of its stderr, so
@@ -501,4 +503,165 @@ async fn the_quick_start_runs_one_task_to_completion_with_prebuilt_binaries() {
     assert!(worker_stopped, "{stdout}");
     assert!(stdout.contains("worker with 0"), "{stdout}");
     assert!(!stderr.contains("cargo must not run"), "{stderr}");
+}
+
+/// The task secrets of [`a_task_printing_its_secrets_leaks_none_into_any_log_line`]: one line,
+/// the task's own `WARP_API_KEY`, and a multi-line PEM block.
+const PRINTED_SECRET: &str = "single-line-secret-value-9876";
+const PRINTED_TASK_KEY: &str = "task-warp-key-value-5432";
+const PRINTED_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nqL0pemBodyLineTwo7Zx\n-----END PRIVATE KEY-----";
+
+/// Runs one task whose agent prints every secret on stdout and stderr and then fails, with the
+/// worker at `--log-level debug` (the most it logs) in `format`; returns the worker's stderr.
+async fn run_secret_printing_task(format: &str, task_id: &str) -> String {
+    let cp = control_plane().await;
+    // A value with commas goes in the config file (`-e` refuses commas, as the Go worker
+    // would split them).
+    let knobs = "    environment:\n      - {name: OZ_STANDIN_PRINT_VAR, value: \"WARP_API_KEY,OZ_TEST_SECRET,OZ_TEST_PEM\"}\n";
+    let mut worker = WorkerProcess::spawn(
+        &cp,
+        knobs,
+        &[
+            "--log-level",
+            "debug",
+            "--log-format",
+            format,
+            "-e",
+            "OZ_STANDIN_EXIT=3",
+        ],
+    );
+    connected(&cp).await;
+    let mut assignment = sample_assignment(task_id);
+    assignment["env_vars"] = serde_json::json!({
+        "WARP_API_KEY": PRINTED_TASK_KEY,
+        "OZ_TEST_SECRET": PRINTED_SECRET,
+        "OZ_TEST_PEM": PRINTED_PEM,
+    });
+    cp.assign(&assignment).unwrap();
+    assert!(matches!(
+        next(&cp).await.message,
+        Some(WorkerMessage::TaskClaimed { .. })
+    ));
+    let Some(WorkerMessage::TaskFailed { message, .. }) = next(&cp).await.message else {
+        panic!("the task must fail (exit 3)");
+    };
+    assert!(
+        message.contains("oz-standin: OZ_TEST_SECRET is ***"),
+        "{message}"
+    );
+    assert_no_secret(&message);
+    worker.signal(Signal::SIGTERM);
+    assert_eq!(worker.exit().await.code(), Some(0));
+    worker.stderr_text()
+}
+
+/// Fails when `text` holds a secret: the worker's API key, a task secret, or any line of the
+/// PEM block's body.
+fn assert_no_secret(text: &str) {
+    let pem_body = PRINTED_PEM.lines().filter(|l| !l.starts_with("-----"));
+    for secret in [API_KEY, PRINTED_SECRET, PRINTED_TASK_KEY]
+        .into_iter()
+        .chain(pem_body)
+    {
+        assert!(!text.contains(secret), "{secret:?} leaked into:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_task_printing_its_secrets_leaks_none_into_any_log_line_in_text() {
+    let task_id = "bin-secrets-text";
+    let stderr = run_secret_printing_task("text", task_id).await;
+    assert_no_secret(&stderr);
+    // Every line about the task carries its id, the failure report's (one line, its output
+    // tail's newlines escaped) too.
+    for line in stderr.lines().filter(|l| l.contains("oz-standin: ")) {
+        assert!(line.contains(&format!("task_id={task_id}")), "{line}");
+    }
+    let output: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("oz-standin: ") && !l.contains("Task execution failed"))
+        .collect();
+    // argv, cwd, env, 3 values on stdout and again on stderr, pid, exit, the exit status.
+    assert!(output.len() >= 11, "{stderr}");
+    for line in &output {
+        assert!(line.contains(" INFO "), "output is an info event: {line}");
+        assert!(line.contains(&format!("task_id={task_id}")), "{line}");
+        assert!(line.contains("phase=agent"), "{line}");
+        assert!(
+            line.contains("stream=stdout") || line.contains("stream=stderr"),
+            "{line}"
+        );
+    }
+    for shown in [
+        "oz-standin: WARP_API_KEY is ***",
+        "oz-standin: OZ_TEST_SECRET on stderr: ***",
+        "oz-standin: OZ_TEST_PEM is ***",
+    ] {
+        assert!(
+            output.iter().any(|l| l.contains(shown)),
+            "{shown}: {stderr}"
+        );
+    }
+    // Reports are logged at debug by type and task id; a frame itself never is.
+    let sent = stderr
+        .lines()
+        .find(|l| l.contains("WebSocket sent task_failed"))
+        .unwrap_or_else(|| panic!("no debug line for the sent report:\n{stderr}"));
+    assert!(sent.contains(&format!("task_id={task_id}")), "{sent}");
+    assert!(
+        !stderr.contains("\"type\":\"task_"),
+        "a raw frame: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_task_printing_its_secrets_leaks_none_into_any_log_line_in_json() {
+    let task_id = "bin-secrets-json";
+    let stderr = run_secret_printing_task("json", task_id).await;
+    assert_no_secret(&stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let message = |l: &serde_json::Value| l["message"].as_str().unwrap_or_default().to_owned();
+    let output: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| message(l).starts_with("oz-standin: "))
+        .collect();
+    assert!(output.len() >= 11, "{stderr}");
+    for line in &output {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["phase"], "agent", "{line}");
+        assert!(
+            line["stream"] == "stdout" || line["stream"] == "stderr",
+            "{line}"
+        );
+    }
+    // Every line about the task carries its id as a top-level field.
+    let about_task: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.to_string().contains(task_id))
+        .collect();
+    assert!(about_task.len() > output.len(), "{stderr}");
+    for line in about_task {
+        assert_eq!(line["task_id"], task_id, "{line}");
+    }
+    let masked_pem = lines
+        .iter()
+        .filter(|l| message(l) == "***" && l["stream"] == "stdout")
+        .count();
+    assert_eq!(
+        masked_pem, 3,
+        "the PEM's lines after the first, masked: {stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| message(l) == "WebSocket sent task_failed" && l["task_id"] == task_id),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("\"type\":\"task_"),
+        "a raw frame: {stderr}"
+    );
 }

@@ -122,8 +122,7 @@ pub(crate) async fn serve(
                 ).await;
                 match sent {
                     Ok(Ok(())) => {
-                        // Reports carry no secrets; log them in full at debug.
-                        debug!("WebSocket sent: {message}");
+                        log_sent(&message);
                         outbox.pop_written();
                     }
                     Ok(Err(err)) => {
@@ -159,6 +158,34 @@ fn inbound_event(frame: &[u8], max_frame_size: usize) -> Option<ControlEvent> {
             }
             None
         }
+    }
+}
+
+/// Logs a written report by its type and task id only: a failure message can carry the tail of
+/// a task's output, so the frame itself never reaches the log, at any level.
+fn log_sent(message: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(rename = "type")]
+        kind: String,
+        data: EnvelopeData,
+    }
+    #[derive(serde::Deserialize)]
+    struct EnvelopeData {
+        task_id: Option<String>,
+    }
+    match serde_json::from_str::<Envelope>(message) {
+        Ok(Envelope {
+            kind,
+            data: EnvelopeData {
+                task_id: Some(task_id),
+            },
+        }) => debug!(task_id = %task_id, bytes = message.len(), "WebSocket sent {kind}"),
+        Ok(Envelope { kind, .. }) => debug!(bytes = message.len(), "WebSocket sent {kind}"),
+        Err(_) => debug!(bytes = message.len(), "WebSocket sent a message"),
     }
 }
 

@@ -55,11 +55,12 @@ pub enum HostError {
 ///   [`DirectConfig::kill_grace`] (the reference SIGKILLs the direct child only). When the
 ///   leader exits, the rest of its group is SIGKILLed: no process outlives its task, even if
 ///   the `run` future is dropped.
-/// * **Captured output.** stdout/stderr are piped, forwarded line by line to the worker's
-///   stderr (prefixed `[oz task <id> <step>] `) and the last ~2 KiB kept. Failure messages end
+/// * **Captured output.** stdout/stderr are piped and each line is logged as an `info` event
+///   with `task_id`, `phase` (`setup`/`agent`/`teardown`) and `stream` fields, so it follows
+///   `--log-level` and `--log-format`; the last ~2 KiB are kept. Failure messages end
 ///   with `; last output: <tail>`. Every task env value of 4+ characters (except the
 ///   worker-derived, non-secret ones in [`NOT_REDACTED`](super::NOT_REDACTED)) and the worker's
-///   `WARP_API_KEY` are replaced by `***` in both. Draining the pipes after an exit is bounded,
+///   `WARP_API_KEY` are replaced by `***` in both (a multi-line value line by line). Draining the pipes after an exit is bounded,
 ///   so an escaped grandchild holding them cannot hang the task.
 /// * **Teardown after cancellation.** The reference skips teardown once the task was
 ///   cancelled (it ran under the cancelled context). Here teardown still runs after a

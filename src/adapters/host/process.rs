@@ -25,7 +25,7 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::output::{LineSplitter, OutputSink};
+use super::output::{LineSplitter, OutputSink, Stream};
 use crate::domain::failure::signal_exit_code;
 
 /// How long output is still read after the process group is gone.
@@ -158,7 +158,10 @@ pub(crate) async fn run_in_group(
     );
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let (mut out_lines, mut err_lines) = (LineSplitter::default(), LineSplitter::default());
+    let (mut out_lines, mut err_lines) = (
+        LineSplitter::new(Stream::Stdout),
+        LineSplitter::new(Stream::Stderr),
+    );
     let (mut out_buf, mut err_buf) = (vec![0u8; 4096], vec![0u8; 4096]);
     let mut status: Option<ExitStatus> = None;
     let mut cancelled = false;

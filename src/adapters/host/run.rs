@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::dotenv;
 use super::environment::{self, API_KEY_VAR};
 use super::executor::Inner;
-use super::output::{OutputSink, Redactor};
+use super::output::{OutputSink, Phase, Redactor};
 use super::process::{ProcessOutcome, describe, run_in_group};
 use super::workspace::Workspace;
 use crate::domain::env::EnvList;
@@ -70,11 +70,7 @@ async fn execute(
         let oz_vars = environment::oz_vars(task_id, &workspace.dir, workspace.env_file_path());
         let env = environment::setup_env(&inner.host_env, &task_env, &oz_vars);
         let redactor = redactor(inner, &task_env);
-        let mut sink = OutputSink::new(
-            format!("[oz task {task_id} setup] "),
-            redactor.clone(),
-            true,
-        );
+        let mut sink = OutputSink::new(task_id, Phase::Setup, redactor.clone());
         let outcome = run_in_group(
             shell(setup, &workspace.dir, env),
             cancel,
@@ -118,11 +114,7 @@ async fn execute(
         .current_dir(&workspace.dir)
         .env_clear()
         .envs(environment::agent_env(&inner.host_env, &task_env));
-    let mut sink = OutputSink::new(
-        format!("[oz task {task_id} agent] "),
-        redactor.clone(),
-        true,
-    );
+    let mut sink = OutputSink::new(task_id, Phase::Agent, redactor.clone());
     match run_in_group(command, cancel, config.kill_grace, &mut sink, &inner.groups).await {
         Err(error) => Err(TaskFailure::backend(
             FailureReason::AgentInvocation,
@@ -204,11 +196,7 @@ async fn run_teardown(
     let oz_vars = environment::oz_vars(task_id, &workspace.dir, None);
     let env = environment::teardown_env(&inner.host_env, &oz_vars, &workspace.git_config);
     let redactor = redactor(inner, &EnvList::new());
-    let mut sink = OutputSink::new(
-        format!("[oz task {task_id} teardown] "),
-        redactor.clone(),
-        true,
-    );
+    let mut sink = OutputSink::new(task_id, Phase::Teardown, redactor.clone());
     let stop = CancellationToken::new();
     let deadline = async {
         cancel.cancelled().await;

@@ -7,9 +7,11 @@ use std::process::ExitStatus;
 
 use super::dotenv::{self, DotenvError};
 use super::environment::{self, HostEnv};
-use super::output::{LineSplitter, OutputSink, Redactor, TAIL_BYTES};
+use super::output::{LineSplitter, OutputSink, Phase, Redactor, Stream, TAIL_BYTES};
 use super::process::describe;
 use super::workspace::is_safe_path_component;
+use crate::app::config::{LogFormat, LogLevel};
+use crate::app::logging::capture::capture;
 use crate::domain::env::EnvList;
 use crate::domain::spec::{SpecSettings, prepare};
 use crate::domain::{AgentConfig, Assignment, TaskId};
@@ -77,8 +79,8 @@ fn redaction_masks_long_values_whole_and_keeps_short_flags() {
 
 #[test]
 fn tail_keeps_the_last_bytes_of_redacted_lines() {
-    let mut sink = OutputSink::new(String::new(), Redactor::new(["supersecret"]), false);
-    let mut lines = LineSplitter::default();
+    let mut sink = OutputSink::new("t1", Phase::Agent, Redactor::new(["supersecret"]));
+    let mut lines = LineSplitter::new(Stream::Stdout);
     for i in 0..500 {
         lines.feed(format!("line {i} supersecret\n").as_bytes(), &mut sink);
     }
@@ -93,9 +95,45 @@ fn tail_keeps_the_last_bytes_of_redacted_lines() {
 }
 
 #[test]
+fn output_lines_are_info_events_with_task_id_phase_and_stream_and_masked_secrets() {
+    let pem = "-----BEGIN KEY-----\nAAAAsecretline1\nBBBBsecretline2\n-----END KEY-----";
+    let log = capture(LogFormat::Json, LogLevel::Info, || {
+        let mut sink = OutputSink::new("t-7", Phase::Setup, Redactor::new(["hunter2-token", pem]));
+        let mut out = LineSplitter::new(Stream::Stdout);
+        let mut err = LineSplitter::new(Stream::Stderr);
+        out.feed(b"token is hunter2-token\n", &mut sink);
+        err.feed(format!("{pem}\n").as_bytes(), &mut sink);
+        err.finish(&mut sink);
+    });
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    assert_eq!(lines.len(), 5, "{log}");
+    for line in &lines {
+        assert_eq!(line["level"], "INFO", "{log}");
+        assert_eq!(line["task_id"], "t-7", "{log}");
+        assert_eq!(line["phase"], "setup", "{log}");
+    }
+    assert_eq!(lines[0]["stream"], "stdout");
+    assert_eq!(lines[0]["message"], "token is ***");
+    assert!(lines[1..].iter().all(|l| l["stream"] == "stderr"), "{log}");
+    assert!(lines[1..].iter().all(|l| l["message"] == "***"), "{log}");
+    assert!(
+        !log.contains("hunter2") && !log.contains("secretline"),
+        "{log}"
+    );
+    let quiet = capture(LogFormat::Text, LogLevel::Warn, || {
+        let mut sink = OutputSink::new("t-7", Phase::Agent, Redactor::default());
+        sink.line(Stream::Stdout, b"below the level");
+    });
+    assert_eq!(quiet, "", "output follows --log-level");
+}
+
+#[test]
 fn overlong_lines_are_cut() {
-    let mut sink = OutputSink::new(String::new(), Redactor::default(), false);
-    let mut lines = LineSplitter::default();
+    let mut sink = OutputSink::new("t1", Phase::Agent, Redactor::default());
+    let mut lines = LineSplitter::new(Stream::Stderr);
     lines.feed(&vec![b'x'; 20_000], &mut sink);
     lines.finish(&mut sink);
     assert!(sink.tail().len() <= TAIL_BYTES + 4);
