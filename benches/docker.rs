@@ -15,7 +15,6 @@
 //! (e.g. under `cargo test --all-targets`) it does a small smoke run.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,43 +25,38 @@ use bollard::query_parameters::{
     RemoveVolumeOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use oz_agent_worker::adapters::control_plane::protocol::WorkerMessage;
-use oz_agent_worker::adapters::control_plane::{WsConfig, WsTaskSource};
 use oz_agent_worker::adapters::docker::container::container_env;
 use oz_agent_worker::adapters::docker::image::content_digest;
 use oz_agent_worker::adapters::docker::reference::ImageRef;
 use oz_agent_worker::adapters::docker::sidecar::volume_name;
 use oz_agent_worker::adapters::docker::{DockerConfig, DockerExecutor, PullPolicy};
-use oz_agent_worker::adapters::otel::NoopMetrics;
-use oz_agent_worker::adapters::system_clock::SystemClock;
-use oz_agent_worker::app::config::ApiKey;
-use oz_agent_worker::app::supervisor::{ShutdownDeadlines, Supervisor, SupervisorSettings};
+use oz_agent_worker::domain::Exit;
 use oz_agent_worker::domain::spec::{SpecSettings, TaskSpec, prepare};
 use oz_agent_worker::domain::task::{Assignment, TaskId};
-use oz_agent_worker::domain::{ConcurrencyPolicy, Exit};
-use oz_agent_worker::local::{LocalControlPlane, sample_assignment};
+use oz_agent_worker::local::sample_assignment;
 use oz_agent_worker::ports::executor::Executor;
-use oz_agent_worker::ports::{Ports, Readiness, TaskSource};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const KEY: &str = "bench-key";
+mod common;
+
+use common::{Daemon, median, ms, ratio};
+
+/// Assigns a trivial container task `id` (made unique) to `daemon` and times it until
+/// `task_completed`.
+async fn timed_task(daemon: &Daemon, id: &str, image: &str, sidecar: &str) -> Duration {
+    let id = format!("{id}-{:06x}", fastrand::u32(..0xff_ffff));
+    let mut data = sample_assignment(&id);
+    data["docker_image"] = image.into();
+    data["sidecar_image"] = sidecar.into();
+    let started = daemon.assign(&data);
+    daemon.completed(&id).await.duration_since(started)
+}
 
 fn spec(n: usize, image: &str, sidecar: &str) -> TaskSpec {
     let mut a = Assignment::new(TaskId::parse(format!("bench-{n}")).unwrap());
     a.docker_image = Some(image.to_owned());
     a.sidecar_image = Some(sidecar.to_owned());
     prepare(&a, &SpecSettings::default())
-}
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort_unstable();
-    xs[xs.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// create, start, wait, remove: the least any Docker runner must do.
@@ -149,20 +143,29 @@ async fn main() {
     };
     bare(&docker, bare_body(&spec(0, &image, &sidecar))).await;
 
-    let daemon = Daemon::start(&config.worker_id).await;
+    let daemon_config = DockerConfig {
+        worker_id: format!("{}-daemon", config.worker_id),
+        pull_policy: PullPolicy::IfNotPresent,
+        ..DockerConfig::default()
+    };
+    let daemon_executor = DockerExecutor::connect(daemon_config)
+        .await
+        .expect("docker");
+    let daemon = Daemon::start(
+        &format!("{}-daemon", config.worker_id),
+        Arc::new(daemon_executor),
+        SpecSettings::default(),
+    )
+    .await;
     // Warm up the daemon's own executor (its sidecar cache) through the whole path.
-    daemon.timed_task("warm", &image, &sidecar).await;
+    timed_task(&daemon, "warm", &image, &sidecar).await;
 
     let (mut bare_times, mut worker_times, mut daemon_times) = (Vec::new(), Vec::new(), Vec::new());
     for i in 1..=n {
         let s = spec(i, &image, &sidecar);
         bare_times.push(bare(&docker, bare_body(&s)).await);
         worker_times.push(timed_run(&executor, &s).await);
-        daemon_times.push(
-            daemon
-                .timed_task(&format!("daemon-{i}"), &image, &sidecar)
-                .await,
-        );
+        daemon_times.push(timed_task(&daemon, &format!("daemon-{i}"), &image, &sidecar).await);
     }
     let (b, w, dm) = (
         median(bare_times),
@@ -175,11 +178,11 @@ async fn main() {
     println!("  daemon assign() -> task_completed      median {}", ms(dm));
     println!(
         "  ratio executor/bare                    {:.3}",
-        w.as_secs_f64() / b.as_secs_f64()
+        ratio(w, b)
     );
     println!(
         "  ratio daemon/bare (target <= 1.10)     {:.3}",
-        dm.as_secs_f64() / b.as_secs_f64()
+        ratio(dm, b)
     );
     daemon.stop().await;
 
@@ -219,105 +222,5 @@ async fn main() {
         let _ = docker.remove_volume(&volume, Some(options)).await;
         let options = RemoveImageOptionsBuilder::default().force(true).build();
         let _ = docker.remove_image(&fresh, Some(options), None).await;
-    }
-}
-
-/// The real daemon in this process: `WsTaskSource` + `Supervisor` + its own `DockerExecutor`,
-/// connected to a `LocalControlPlane` on 127.0.0.1.
-struct Daemon {
-    cp: LocalControlPlane,
-    stop: CancellationToken,
-    supervisor: JoinHandle<()>,
-    source: JoinHandle<()>,
-}
-
-impl Daemon {
-    async fn start(bench_worker: &str) -> Self {
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let cp = LocalControlPlane::start(addr, KEY)
-            .await
-            .expect("control plane");
-        let worker_id = format!("{bench_worker}-daemon");
-        let config = DockerConfig {
-            worker_id: worker_id.clone(),
-            pull_policy: PullPolicy::IfNotPresent,
-            ..DockerConfig::default()
-        };
-        let executor = DockerExecutor::connect(config).await.expect("docker");
-        let source = Arc::new(
-            WsTaskSource::new(WsConfig::new(cp.ws_url(), &worker_id, ApiKey::new(KEY)))
-                .expect("url"),
-        );
-        let ports = Ports {
-            source: source.clone(),
-            executor: Arc::new(executor),
-            clock: Arc::new(SystemClock),
-            metrics: Arc::new(NoopMetrics),
-        };
-        let settings = SupervisorSettings {
-            worker_id,
-            policy: ConcurrencyPolicy::from_configured(0),
-            spec: SpecSettings::default(),
-            deadlines: ShutdownDeadlines::default(),
-        };
-        let supervisor = Supervisor::new(ports, settings, Readiness::default());
-        let (events, receiver) = mpsc::channel(1024);
-        let stop = CancellationToken::new();
-        let source = {
-            let stop = stop.clone();
-            let source: Arc<dyn TaskSource> = source;
-            tokio::spawn(async move {
-                let _ = source.run(events, stop).await;
-            })
-        };
-        let supervisor = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let _ = supervisor.run(receiver, stop).await;
-            })
-        };
-        cp.wait_connections(Duration::from_secs(30), |c| c.iter().any(|c| c.open))
-            .await
-            .expect("the daemon connects");
-        Self {
-            cp,
-            stop,
-            supervisor,
-            source,
-        }
-    }
-
-    /// Assigns task `id` (the trivial container) and times it until `task_completed`.
-    async fn timed_task(&self, id: &str, image: &str, sidecar: &str) -> Duration {
-        let id = format!("{id}-{:06x}", fastrand::u32(..0xff_ffff));
-        let mut data = sample_assignment(&id);
-        data["docker_image"] = image.into();
-        data["sidecar_image"] = sidecar.into();
-        let started = Instant::now();
-        if let Err(e) = self.cp.assign(&data) {
-            panic!("assign: {e:?}; connections {:?}", self.cp.connections());
-        }
-        loop {
-            let received = self
-                .cp
-                .next_message(Duration::from_secs(60))
-                .await
-                .expect("a message from the daemon within 60 s");
-            match &received.message {
-                Some(WorkerMessage::TaskCompleted { task_id, .. }) if *task_id == id => {
-                    return started.elapsed();
-                }
-                Some(WorkerMessage::TaskFailed { task_id, .. }) if *task_id == id => {
-                    panic!("daemon task {id} failed: {received:?}")
-                }
-                _ => {}
-            }
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.supervisor).await;
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.source).await;
     }
 }

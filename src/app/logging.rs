@@ -144,37 +144,23 @@ impl Visit for JsonVisitor<'_> {
 /// Log capture for unit tests.
 #[cfg(test)]
 pub(crate) mod capture {
-    use std::io;
     use std::sync::{Arc, Mutex, PoisonError};
 
     use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::fmt::writer::MutexGuardWriter;
 
     use super::{dispatch, filter};
     use crate::app::config::{LogFormat, LogLevel};
 
-    /// Collects written bytes.
+    /// Collects written bytes (a `Mutex<Vec<u8>>` is a `MakeWriter`; the `Arc` shares it).
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
 
-    impl io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     impl<'a> MakeWriter<'a> for Buffer {
-        type Writer = Self;
+        type Writer = MutexGuardWriter<'a, Vec<u8>>;
 
-        fn make_writer(&'a self) -> Self {
-            self.clone()
+        fn make_writer(&'a self) -> Self::Writer {
+            self.0.make_writer()
         }
     }
 
