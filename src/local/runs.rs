@@ -309,13 +309,7 @@ impl RunStore {
                 return Reaction::Ignored;
             }
             WorkerMessage::TaskRejected { reason, .. } => {
-                if run.cancel_requested {
-                    finish(
-                        run,
-                        RunState::Cancelled,
-                        "Cancelled before a worker claimed it",
-                    );
-                } else {
+                if !cancel_unclaimed(run) {
                     run.state = RunState::Queued;
                     run.connection = None;
                     run.started_at = None;
@@ -368,13 +362,7 @@ impl RunStore {
                 }
                 continue;
             }
-            if run.cancel_requested {
-                finish(
-                    run,
-                    RunState::Cancelled,
-                    "Cancelled before a worker claimed it",
-                );
-            } else {
+            if !cancel_unclaimed(run) {
                 run.status_message = Some("Re-queued: the worker disconnected".into());
             }
             run.updated_at = now_us;
@@ -468,6 +456,18 @@ fn pending_cancel_message(worker_host: &str) -> String {
         "Cancellation requested; worker {worker_host:?} is disconnected: the cancellation is \
          sent to each connection with that id until the worker reports the end"
     )
+}
+
+/// Ends an unclaimed `run` `CANCELLED` when its cancellation was requested; false otherwise.
+fn cancel_unclaimed(run: &mut Run) -> bool {
+    if run.cancel_requested {
+        finish(
+            run,
+            RunState::Cancelled,
+            "Cancelled before a worker claimed it",
+        );
+    }
+    run.cancel_requested
 }
 
 fn finish(run: &mut Run, state: RunState, message: &str) {

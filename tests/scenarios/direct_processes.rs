@@ -206,11 +206,7 @@ async fn teardown_still_runs_after_cancellation() {
     let mut d = Direct::new();
     let marker = d.path("teardown-ran");
     d.config.teardown_command = Some(format!("echo \"$OZ_RUN_ID\" > {}", marker.display()));
-    let executor = d.executor();
-    let mut spec = d.spec("t-cancel-teardown", &[], &[]);
-    spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let (token, task) = d.start_agent(&executor, &spec).await;
-    token.cancel();
+    let task = d.cancel_running_agent("t-cancel-teardown").await;
     let outcome = tokio::time::timeout(PROCESS_BOUND, task)
         .await
         .unwrap()
@@ -225,11 +221,7 @@ async fn a_hung_teardown_after_cancellation_is_stopped_and_never_fails_the_task(
     let mut d = Direct::new();
     let pid_file = d.path("teardown.pid");
     d.config.teardown_command = Some(format!("echo $$ > {}; exec sleep 3600", pid_file.display()));
-    let executor = d.executor();
-    let mut spec = d.spec("t-hung-teardown", &[], &[]);
-    spec.env.push("OZ_STANDIN_SLEEP", "forever");
-    let (token, task) = d.start_agent(&executor, &spec).await;
-    token.cancel();
+    let task = d.cancel_running_agent("t-hung-teardown").await;
     let bound = oz_agent_worker::adapters::host::TEARDOWN_AFTER_CANCEL
         + oz_agent_worker::adapters::host::TEARDOWN_KILL_GRACE
         + PROCESS_BOUND;

@@ -536,6 +536,20 @@ out(wait_for(created.run_id, ["INPROGRESS"]).run_id)
     started.as_str().unwrap().to_owned()
 }
 
+/// The run `run_id` once the SDK sees it in one of `states`, as JSON.
+async fn settled_run(
+    python: &str,
+    cp: &LocalControlPlane,
+    run_id: &str,
+    states: &[&str],
+) -> serde_json::Value {
+    let script = "out(wait_for(sys.argv[1], sys.argv[2:]).model_dump(mode='json'))";
+    let args: Vec<&str> = std::iter::once(run_id)
+        .chain(states.iter().copied())
+        .collect();
+    sdk::run(python, cp, script, &args).await
+}
+
 #[tokio::test]
 async fn a_run_whose_connection_drops_mid_run_ends_with_the_report_from_the_next_one() {
     let Some(python) = python() else { return };
@@ -553,11 +567,11 @@ async fn a_run_whose_connection_drops_mid_run_ends_with_the_report_from_the_next
     .await
     .expect("the worker reconnects");
     std::fs::write(&gate, "").unwrap();
-    let run = sdk::run(
+    let run = settled_run(
         &python,
         &cp,
-        "out(wait_for(sys.argv[1], ['SUCCEEDED', 'FAILED', 'CANCELLED', 'QUEUED']).model_dump(mode='json'))",
-        &[&run_id],
+        &run_id,
+        &["SUCCEEDED", "FAILED", "CANCELLED", "QUEUED"],
     )
     .await;
     assert_eq!(run["state"], "SUCCEEDED", "{run}");
@@ -612,13 +626,7 @@ out({"status": raw.status_code, "answer": raw.parse(), "run": run.model_dump(mod
     assert!(message.contains("disconnected"), "{message}");
 
     cp.set_reject_handshakes(None);
-    let run = sdk::run(
-        &python,
-        &cp,
-        "out(wait_for(sys.argv[1], ['CANCELLED', 'SUCCEEDED', 'FAILED']).model_dump(mode='json'))",
-        &[&run_id],
-    )
-    .await;
+    let run = settled_run(&python, &cp, &run_id, &["CANCELLED", "SUCCEEDED", "FAILED"]).await;
     assert_eq!(run["state"], "CANCELLED", "{run}");
     assert_eq!(
         run["status_message"]["message"],

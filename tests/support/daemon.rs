@@ -60,71 +60,9 @@ pub async fn spawn_direct_with_env(
     extra: &[&str],
     env_overrides: &[(&str, &str)],
 ) -> Daemon {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let config_file = dir.path().join("config.yaml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "worker_id: scenario-worker\nbackend:\n  direct:\n    workspace_root: {}\n    oz_path: {}\n",
-            dir.path().join("workspaces").display(),
-            standin_path().display()
-        ),
-    )
-    .unwrap();
-    let report = format!(
-        "OZ_STANDIN_REPORT={}",
-        dir.path().join("report.txt").display()
-    );
-    let mut args: Vec<String> = vec![
-        "oz-agent-worker".into(),
-        "--config-file".into(),
-        config_file.display().to_string(),
-        "--web-socket-url".into(),
-        cp.ws_url(),
-        "--server-root-url".into(),
-        "http://127.0.0.1:1".into(),
-        "--log-level".into(),
-        "debug".into(),
-        "-e".into(),
-        report,
-    ];
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    let mut env: HashMap<String, String> = std::env::vars().collect();
-    env.insert("WARP_API_KEY".into(), API_KEY.into());
-    env.insert("OTEL_METRICS_EXPORTER".into(), "none".into());
-    for (key, value) in env_overrides {
-        env.insert((*key).into(), (*value).into());
-    }
-    let lookup = move |name: &str| env.get(name).cloned();
-    let loaded = config::load(args, &lookup).expect("valid scenario config");
-    let Invocation::Run(config) = loaded.invocation else {
-        panic!("expected a run invocation");
-    };
-    let app = bootstrap::build(&config, &lookup)
+    try_spawn_direct_with_env(cp, extra, env_overrides)
         .await
-        .expect("daemon builds");
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run(shutdown.clone()));
-    Daemon {
-        shutdown,
-        handle,
-        dir,
-    }
-}
-
-/// Waits for the next frame from the worker, failing the test after 30 s.
-pub async fn next(cp: &LocalControlPlane) -> Received {
-    cp.next_message(Duration::from_secs(30))
-        .await
-        .expect("no message from the worker within 30s")
-}
-
-/// A sample assignment whose task carries a secret env value.
-pub fn assignment_with_secret(task_id: &str, secret: &str) -> serde_json::Value {
-    let mut data = sample_assignment(task_id);
-    data["env_vars"]["GITHUB_ACCESS_TOKEN"] = serde_json::json!(secret);
-    data
+        .expect("daemon builds")
 }
 
 /// As [`spawn_direct_with_env`], but a failed build (e.g. a `--health-listen` address that
@@ -134,7 +72,6 @@ pub async fn try_spawn_direct_with_env(
     extra: &[&str],
     env_overrides: &[(&str, &str)],
 ) -> anyhow::Result<Daemon> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let config_file = direct_config_file(&dir);
     let report = format!(
@@ -142,7 +79,6 @@ pub async fn try_spawn_direct_with_env(
         dir.path().join("report.txt").display()
     );
     let mut args: Vec<String> = [
-        "oz-agent-worker",
         "--config-file",
         &config_file.display().to_string(),
         "--web-socket-url",
@@ -157,6 +93,19 @@ pub async fn try_spawn_direct_with_env(
     .map(str::to_owned)
     .to_vec();
     args.extend(extra.iter().map(|a| (*a).to_owned()));
+    start(dir, args, env_overrides).await
+}
+
+/// Loads `args` (after the program name) as a run invocation, with `WARP_API_KEY` set, the
+/// metrics exporter off and `env_overrides` on top of the process environment; builds the
+/// daemon and runs it in a task. `dir` is kept alive as the daemon's.
+pub async fn start(
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    env_overrides: &[(&str, &str)],
+) -> anyhow::Result<Daemon> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = std::iter::once("oz-agent-worker".to_owned()).chain(args);
     let mut env: HashMap<String, String> = std::env::vars().collect();
     env.insert("WARP_API_KEY".into(), API_KEY.into());
     env.insert("OTEL_METRICS_EXPORTER".into(), "none".into());
@@ -176,6 +125,20 @@ pub async fn try_spawn_direct_with_env(
         handle,
         dir,
     })
+}
+
+/// Waits for the next frame from the worker, failing the test after 30 s.
+pub async fn next(cp: &LocalControlPlane) -> Received {
+    cp.next_message(Duration::from_secs(30))
+        .await
+        .expect("no message from the worker within 30s")
+}
+
+/// A sample assignment whose task carries a secret env value.
+pub fn assignment_with_secret(task_id: &str, secret: &str) -> serde_json::Value {
+    let mut data = sample_assignment(task_id);
+    data["env_vars"]["GITHUB_ACCESS_TOKEN"] = serde_json::json!(secret);
+    data
 }
 
 /// Writes the Direct-backend config file of the scenario daemons into `dir`.

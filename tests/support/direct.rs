@@ -74,6 +74,19 @@ impl Direct {
         started
     }
 
+    /// Starts task `id` with an agent that sleeps until stopped, waits until it runs and
+    /// cancels it; returns the run's handle.
+    pub async fn cancel_running_agent(
+        &self,
+        id: &str,
+    ) -> tokio::task::JoinHandle<Result<Exit, TaskFailure>> {
+        let mut spec = self.spec(id, &[], &[]);
+        spec.env.push("OZ_STANDIN_SLEEP", "forever");
+        let (token, task) = self.start_agent(&self.executor(), &spec).await;
+        token.cancel();
+        task
+    }
+
     /// The stand-in report file of `id`.
     pub fn report(&self, id: &str) -> PathBuf {
         self.path(&format!("{id}.report"))

@@ -2,7 +2,7 @@
 //! client, and "kubelet" helpers that patch pod status (there is no kubelet in the test cluster;
 //! the real job controller creates the Pods and reacts to their status).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,15 +12,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use oz_agent_worker::adapters::kubernetes::KubernetesConfig;
 use oz_agent_worker::adapters::kubernetes::names::TaskNames;
-use oz_agent_worker::app::bootstrap;
-use oz_agent_worker::app::config::{self, Invocation};
 use oz_agent_worker::domain::spec::{SpecSettings, prepare};
 use oz_agent_worker::domain::{Assignment, TaskId, TaskSpec};
 use oz_agent_worker::local::LocalControlPlane;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use super::daemon::{API_KEY, Daemon};
+use super::daemon::Daemon;
 
 /// The admin kubeconfig, when the setup script ran.
 pub fn admin_kubeconfig() -> Option<PathBuf> {
@@ -214,7 +211,6 @@ pub fn expected_labels(
 /// Starts the real daemon (config file → bootstrap → run) on the Kubernetes backend against
 /// the admin kubeconfig, `namespace`, as `worker_id`, connected to `cp`.
 pub async fn spawn_daemon(cp: &LocalControlPlane, namespace: &str, worker_id: &str) -> Daemon {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.yaml");
     let kubeconfig = admin_kubeconfig().expect("provisioned");
@@ -226,8 +222,7 @@ pub async fn spawn_daemon(cp: &LocalControlPlane, namespace: &str, worker_id: &s
         ),
     )
     .unwrap();
-    let args: Vec<String> = [
-        "oz-agent-worker",
+    let args = [
         "--config-file",
         &config_file.display().to_string(),
         "--web-socket-url",
@@ -237,22 +232,7 @@ pub async fn spawn_daemon(cp: &LocalControlPlane, namespace: &str, worker_id: &s
     ]
     .map(str::to_owned)
     .to_vec();
-    let mut env: HashMap<String, String> = std::env::vars().collect();
-    env.insert("WARP_API_KEY".into(), API_KEY.into());
-    env.insert("OTEL_METRICS_EXPORTER".into(), "none".into());
-    let lookup = move |name: &str| env.get(name).cloned();
-    let loaded = config::load(args, &lookup).expect("valid scenario config");
-    let Invocation::Run(config) = loaded.invocation else {
-        panic!("expected a run invocation");
-    };
-    let app = bootstrap::build(&config, &lookup)
+    super::daemon::start(dir, args, &[])
         .await
-        .expect("the daemon builds (Kubernetes preflight included)");
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run(shutdown.clone()));
-    Daemon {
-        shutdown,
-        handle,
-        dir,
-    }
+        .expect("the daemon builds (Kubernetes preflight included)")
 }
