@@ -44,17 +44,71 @@ where
 {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
         .with_target(false);
     match format {
-        LogFormat::Text => Dispatch::new(builder.with_ansi(ansi).finish()),
+        LogFormat::Text => Dispatch::new(
+            builder
+                .with_ansi(ansi)
+                .with_writer(OneLine(writer))
+                .finish(),
+        ),
         LogFormat::Json => Dispatch::new(
             builder
+                .with_writer(writer)
                 .with_ansi(false)
                 .fmt_fields(JsonFields::new())
                 .event_format(FlatJson)
                 .finish(),
         ),
+    }
+}
+
+/// Writes each text event on one line: a newline or carriage return inside the event (an error
+/// message, say, or a value with an output tail) is written as `\n` / `\r`, so a log line
+/// can neither be split nor forged by what it quotes. The fmt layer writes an event, its
+/// final newline included, in one `write_all`, which this writer handles in one call.
+struct OneLine<M>(M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for OneLine<M> {
+    type Writer = OneLineWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        OneLineWriter(self.0.make_writer())
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        OneLineWriter(self.0.make_writer_for(meta))
+    }
+}
+
+/// The writer of [`OneLine`].
+struct OneLineWriter<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLineWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, end): (&[u8], &[u8]) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, b"\n"),
+            None => (buf, b""),
+        };
+        if !body.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut line = Vec::with_capacity(buf.len() + 16);
+        for &byte in body {
+            match byte {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\r' => line.extend_from_slice(b"\\r"),
+                _ => line.push(byte),
+            }
+        }
+        line.extend_from_slice(end);
+        self.0.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -216,6 +270,21 @@ mod tests {
         assert_eq!(lines[1]["code"], 7);
         assert_eq!(lines[1]["flag"], true);
         assert!(lines[1].get("span").is_none(), "flat, not nested: {text}");
+    }
+
+    #[test]
+    fn a_text_event_with_newlines_stays_on_one_line() {
+        let text = capture(LogFormat::Text, LogLevel::Info, || {
+            warn!(detail = %"a\rb", "first\nFORGED ERROR second");
+            info!("after");
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].ends_with("first\\nFORGED ERROR second detail=a\\rb"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("after"), "{text}");
     }
 
     #[test]

@@ -451,9 +451,8 @@ fn log_terminal(report: &TaskReport) {
             task_id = %task_id,
             reason = %failure_reason,
             exit_code = exit_code.unwrap_or(0),
-            // One log line even when the message carries a multi-line output tail.
-            "Task execution failed: {}",
-            message.replace('\n', "\\n")
+            // Text logs escape the newlines of a multi-line output tail (`logging::OneLine`).
+            "Task execution failed: {message}"
         ),
         TaskReport::Claimed { .. } | TaskReport::Rejected { .. } => {}
     }
