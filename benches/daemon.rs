@@ -15,15 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use oz_agent_worker::adapters::control_plane::protocol::WorkerMessage;
 use oz_agent_worker::adapters::control_plane::{WsConfig, WsTaskSource};
 use oz_agent_worker::adapters::otel::NoopMetrics;
 use oz_agent_worker::adapters::system_clock::SystemClock;
-use oz_agent_worker::app::config::ApiKey;
 use oz_agent_worker::app::supervisor::{ShutdownDeadlines, Supervisor, SupervisorSettings};
+use oz_agent_worker::domain::ApiKey;
 use oz_agent_worker::domain::{ConcurrencyPolicy, Exit, SpecSettings, TaskFailure, TaskSpec};
-use oz_agent_worker::local::{LocalControlPlane, sample_assignment};
 use oz_agent_worker::ports::{Executor, Ports, Readiness, TaskSource};
+use oz_local_control_plane::{LocalControlPlane, sample_assignment};
+use oz_protocol::WorkerMessage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

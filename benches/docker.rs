@@ -33,8 +33,8 @@ use oz_agent_worker::adapters::docker::{DockerConfig, DockerExecutor, PullPolicy
 use oz_agent_worker::domain::Exit;
 use oz_agent_worker::domain::spec::{SpecSettings, TaskSpec, prepare};
 use oz_agent_worker::domain::task::{Assignment, TaskId};
-use oz_agent_worker::local::sample_assignment;
 use oz_agent_worker::ports::executor::Executor;
+use oz_local_control_plane::sample_assignment;
 use tokio_util::sync::CancellationToken;
 
 mod common;

@@ -39,7 +39,7 @@ use kube::{Api, Client, Config, Resource};
 use oz_agent_worker::adapters::kubernetes::names::TaskNames;
 use oz_agent_worker::adapters::kubernetes::{KubernetesConfig, KubernetesExecutor};
 use oz_agent_worker::domain::spec::SpecSettings;
-use oz_agent_worker::local::sample_assignment;
+use oz_local_control_plane::sample_assignment;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 

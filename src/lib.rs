@@ -2,11 +2,10 @@
 //!
 //! Modules in reading order: `domain` (pure rules), `ports` (traits in domain terms), `app`
 //! (config, wiring, the supervisor loop, shutdown) and `adapters` (WebSocket, backends,
-//! OpenTelemetry, fakes). `local` is not part of the worker: it is a local stand-in for Warp's
-//! control plane, used by tests and the `oz-local-control-plane` binary.
+//! OpenTelemetry, fakes). The wire format lives in the `oz-protocol` crate; the local stand-in
+//! for Warp's control plane is the `oz-local-control-plane` crate, which the worker never uses.
 
 pub mod adapters;
 pub mod app;
 pub mod domain;
-pub mod local;
 pub mod ports;

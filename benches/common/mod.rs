@@ -10,46 +10,46 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oz_agent_worker::adapters::control_plane::protocol::WorkerMessage;
 use oz_agent_worker::adapters::control_plane::{WsConfig, WsTaskSource};
 use oz_agent_worker::adapters::otel::NoopMetrics;
 use oz_agent_worker::adapters::system_clock::SystemClock;
-use oz_agent_worker::app::config::ApiKey;
 use oz_agent_worker::app::supervisor::{ShutdownDeadlines, Supervisor, SupervisorSettings};
+use oz_agent_worker::domain::ApiKey;
 use oz_agent_worker::domain::ConcurrencyPolicy;
 use oz_agent_worker::domain::spec::SpecSettings;
-use oz_agent_worker::local::LocalControlPlane;
 use oz_agent_worker::ports::executor::Executor;
 use oz_agent_worker::ports::{Ports, Readiness, TaskSource};
+use oz_local_control_plane::LocalControlPlane;
+use oz_protocol::WorkerMessage;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The API key the bench control plane expects.
-pub const KEY: &str = "bench-key";
+pub(crate) const KEY: &str = "bench-key";
 
 /// The median of `samples` (sorted first; the upper one of the middle two for an even count).
 ///
 /// # Panics
 /// When `samples` is empty.
-pub fn median<T: Ord + Copy>(mut samples: Vec<T>) -> T {
+pub(crate) fn median<T: Ord + Copy>(mut samples: Vec<T>) -> T {
     samples.sort_unstable();
     samples[samples.len() / 2]
 }
 
 /// `d` as milliseconds with one decimal, e.g. `12.3 ms`.
-pub fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// `part / whole`.
-pub fn ratio(part: Duration, whole: Duration) -> f64 {
+pub(crate) fn ratio(part: Duration, whole: Duration) -> f64 {
     part.as_secs_f64() / whole.as_secs_f64()
 }
 
 /// The real daemon in this process: `WsTaskSource` + `Supervisor` + the given executor,
 /// connected to its own `LocalControlPlane` on 127.0.0.1.
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// The control plane the daemon is connected to.
     pub cp: LocalControlPlane,
     stop: CancellationToken,
@@ -62,7 +62,11 @@ impl Daemon {
     ///
     /// # Panics
     /// When the control plane cannot start or the daemon does not connect within 30 s.
-    pub async fn start(worker_id: &str, executor: Arc<dyn Executor>, spec: SpecSettings) -> Self {
+    pub(crate) async fn start(
+        worker_id: &str,
+        executor: Arc<dyn Executor>,
+        spec: SpecSettings,
+    ) -> Self {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let cp = LocalControlPlane::start(addr, KEY)
             .await
@@ -114,7 +118,7 @@ impl Daemon {
     ///
     /// # Panics
     /// When the control plane cannot send it.
-    pub fn assign(&self, data: &serde_json::Value) -> Instant {
+    pub(crate) fn assign(&self, data: &serde_json::Value) -> Instant {
         let sent = Instant::now();
         if let Err(e) = self.cp.assign(data) {
             panic!("assign: {e:?}; connections {:?}", self.cp.connections());
@@ -126,7 +130,7 @@ impl Daemon {
     ///
     /// # Panics
     /// On `task_failed` for the task, or when no message comes within 60 s.
-    pub async fn completed(&self, task_id: &str) -> Instant {
+    pub(crate) async fn completed(&self, task_id: &str) -> Instant {
         loop {
             let received = self
                 .cp
@@ -146,7 +150,7 @@ impl Daemon {
     }
 
     /// Stops the daemon gracefully (bounded by 30 s per part).
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.supervisor).await;
         let _ = tokio::time::timeout(Duration::from_secs(30), self.source).await;

@@ -10,7 +10,7 @@
 
 mod checks;
 mod cli;
-pub mod duration;
+mod duration;
 mod effective;
 mod file;
 mod sections;
@@ -32,39 +32,12 @@ use crate::adapters::command::CommandConfig;
 use crate::adapters::docker::DockerConfig;
 use crate::adapters::host::DirectConfig;
 use crate::adapters::kubernetes::KubernetesConfig;
+use crate::domain::ApiKey;
 
 /// Default WebSocket URL (hidden `--web-socket-url`).
 pub const DEFAULT_WEB_SOCKET_URL: &str = "wss://oz.warp.dev/api/v1/selfhosted/worker/ws";
 /// Default server root URL (hidden `--server-root-url`).
 pub const DEFAULT_SERVER_ROOT_URL: &str = "https://app.warp.dev";
-
-/// The worker's API key. Its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-
-    /// The secret value; call only where it is sent (the `Authorization` header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
-    }
-}
-
-impl fmt::Display for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// `--log-level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

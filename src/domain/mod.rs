@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod policy;
 pub mod redact;
 pub mod report;
+pub mod secret;
 pub mod spec;
 pub mod task;
 
@@ -18,6 +19,7 @@ pub use failure::{CancelSource, Exit, FailurePhase, FailureReason, TaskFailure, 
 pub use lifecycle::{Effect, TaskEvent, TaskState, Transition, TransitionError};
 pub use policy::{Admission, ConcurrencyPolicy, RejectReason};
 pub use report::TaskReport;
+pub use secret::ApiKey;
 pub use spec::{SpecSettings, TaskSpec};
 pub use task::{
     AgentConfig, Assignment, AwsInference, InstanceShape, Owner, OwnerType, SidecarMount, Task,

@@ -11,11 +11,11 @@ use oz_agent_worker::ports::Executor;
 use tokio_util::sync::CancellationToken;
 
 /// How long a cancelled run may take to return.
-pub const CANCEL_BOUND: Duration = Duration::from_secs(30);
+pub(crate) const CANCEL_BOUND: Duration = Duration::from_secs(30);
 
 /// What the workload of a contract case does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Workload {
+pub(crate) enum Workload {
     /// Exits 0 at once.
     Succeeds,
     /// Exits with this non-zero code at once.
@@ -25,7 +25,7 @@ pub enum Workload {
 }
 
 /// Adapts one executor (and its way of scripting and observing workloads) to the suite.
-pub trait Harness {
+pub(crate) trait Harness {
     /// The executor under test.
     type Exec: Executor + Clone + 'static;
 
@@ -52,7 +52,7 @@ pub trait Harness {
 }
 
 /// A spec built the way the app builds one, plus `env`.
-pub fn base_spec(id: &str, env: &[(&str, &str)]) -> TaskSpec {
+pub(crate) fn base_spec(id: &str, env: &[(&str, &str)]) -> TaskSpec {
     let assignment = Assignment::new(TaskId::parse(id).expect("non-empty id"));
     let mut spec = prepare(&assignment, &SpecSettings::default());
     for (key, value) in env {
@@ -62,7 +62,7 @@ pub fn base_spec(id: &str, env: &[(&str, &str)]) -> TaskSpec {
 }
 
 /// Success maps to `Ok(Exit::Succeeded)` and leaves nothing behind.
-pub async fn success_is_succeeded(h: &impl Harness) {
+pub(crate) async fn success_is_succeeded(h: &impl Harness) {
     let spec = h.spec("contract-ok", Workload::Succeeds, &[]);
     let outcome = h.executor().run(&spec, CancellationToken::new()).await;
     assert_eq!(outcome, Ok(Exit::Succeeded));
@@ -70,7 +70,7 @@ pub async fn success_is_succeeded(h: &impl Harness) {
 }
 
 /// A non-zero exit is an `Err` with the backend's exit reason and the exit code.
-pub async fn nonzero_exit_is_a_failure_with_the_code(h: &impl Harness) {
+pub(crate) async fn nonzero_exit_is_a_failure_with_the_code(h: &impl Harness) {
     let spec = h.spec("contract-exit", Workload::ExitsWith(3), &[]);
     let failure = h
         .executor()
@@ -84,7 +84,7 @@ pub async fn nonzero_exit_is_a_failure_with_the_code(h: &impl Harness) {
 }
 
 /// Cancel → `Ok(Exit::Cancelled)` within [`CANCEL_BOUND`], with nothing left running.
-pub async fn cancel_stops_the_workload(h: &impl Harness) {
+pub(crate) async fn cancel_stops_the_workload(h: &impl Harness) {
     let spec = h.spec("contract-cancel", Workload::Hangs, &[]);
     let token = CancellationToken::new();
     let run = {
@@ -102,7 +102,7 @@ pub async fn cancel_stops_the_workload(h: &impl Harness) {
 }
 
 /// A token that fired before `run` yields `Ok(Exit::Cancelled)` without running anything.
-pub async fn already_cancelled_token_runs_nothing(h: &impl Harness) {
+pub(crate) async fn already_cancelled_token_runs_nothing(h: &impl Harness) {
     let spec = h.spec("contract-precancel", Workload::Hangs, &[]);
     let token = CancellationToken::new();
     token.cancel();
@@ -116,7 +116,7 @@ pub async fn already_cancelled_token_runs_nothing(h: &impl Harness) {
 }
 
 /// A bad spec is an `Err` with a specific reason.
-pub async fn bad_spec_is_rejected_with_a_specific_reason(h: &impl Harness) {
+pub(crate) async fn bad_spec_is_rejected_with_a_specific_reason(h: &impl Harness) {
     let (spec, reason) = h.bad_spec();
     let failure = h
         .executor()
@@ -129,7 +129,7 @@ pub async fn bad_spec_is_rejected_with_a_specific_reason(h: &impl Harness) {
 }
 
 /// Running the same task twice, and shutting down twice, works and leaves nothing behind.
-pub async fn cleanup_is_idempotent(h: &impl Harness) {
+pub(crate) async fn cleanup_is_idempotent(h: &impl Harness) {
     for _ in 0..2 {
         let spec = h.spec("contract-again", Workload::Succeeds, &[]);
         let outcome = h.executor().run(&spec, CancellationToken::new()).await;
@@ -142,7 +142,7 @@ pub async fn cleanup_is_idempotent(h: &impl Harness) {
 }
 
 /// The task env reaches the workload; the worker's own `WARP_API_KEY` does not.
-pub async fn env_reaches_the_workload_but_not_the_worker_key(h: &impl Harness) {
+pub(crate) async fn env_reaches_the_workload_but_not_the_worker_key(h: &impl Harness) {
     let env = [("CONTRACT_VAR", "contract-value")];
     let spec = h.spec("contract-env", Workload::Succeeds, &env);
     let outcome = h.executor().run(&spec, CancellationToken::new()).await;

@@ -27,13 +27,13 @@ use super::executor::{Harness, Workload, executor_contract};
 use crate::support::docker as d;
 
 /// Where the harness's host temp dir is mounted in every task container.
-pub const ENV_DIR: &str = "/contract";
+pub(crate) const ENV_DIR: &str = "/contract";
 /// How long a task container may take to reach `running`.
 const RUNNING_BOUND: Duration = Duration::from_secs(30);
 
 /// A shared `DockerExecutor` (the suite clones its executor into spawned runs).
 #[derive(Debug, Clone)]
-pub struct SharedDocker(Arc<DockerExecutor>);
+pub(crate) struct SharedDocker(Arc<DockerExecutor>);
 
 #[async_trait]
 impl Executor for SharedDocker {
@@ -53,7 +53,7 @@ impl Executor for SharedDocker {
 /// A `DockerExecutor` with a worker id of its own, the test images, and a host dir for the
 /// stand-in's env-name files. Dropping it removes every container and non-shared volume
 /// labelled with its worker id.
-pub struct DockerHarness {
+pub(crate) struct DockerHarness {
     executor: SharedDocker,
     images: d::Images,
     worker_id: String,
@@ -62,7 +62,7 @@ pub struct DockerHarness {
 
 impl DockerHarness {
     /// The harness, or `None` (after `support::require`) when the engine or images are missing.
-    pub async fn new() -> Option<Self> {
+    pub(crate) async fn new() -> Option<Self> {
         let images = d::setup().await?;
         let worker_id = d::worker_id("contract");
         let env_dir = TempDir::new().expect("temp dir");

@@ -7,7 +7,7 @@ use super::executor::{Harness, Workload, base_spec, executor_contract};
 
 /// `FakeExecutor` scripted per task id.
 #[derive(Default)]
-pub struct FakeHarness {
+pub(crate) struct FakeHarness {
     fake: FakeExecutor,
 }
 

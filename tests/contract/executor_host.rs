@@ -12,10 +12,10 @@ use super::executor::{Harness, Workload, base_spec, executor_contract};
 use crate::support::standin;
 
 /// The worker's own API key in the harness's host env: must never reach the agent.
-pub const WORKER_KEY: &str = "worker-secret-key-123";
+pub(crate) const WORKER_KEY: &str = "worker-secret-key-123";
 
 /// A `HostExecutor` over a temporary workspace root, with reports in a second temp dir.
-pub struct HostHarness {
+pub(crate) struct HostHarness {
     executor: HostExecutor,
     root: TempDir,
     reports: TempDir,
@@ -23,7 +23,7 @@ pub struct HostHarness {
 
 impl HostHarness {
     /// A harness with `kill_grace` of 2 s.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let root = TempDir::new().expect("temp dir");
         let config = DirectConfig {
             workspace_root: root.path().join("workspaces"),
@@ -50,7 +50,7 @@ impl HostHarness {
 
 /// The worker environment the harness hands the executor: this process's `PATH` and `HOME`,
 /// plus a worker API key.
-pub fn host_env() -> HostEnv {
+pub(crate) fn host_env() -> HostEnv {
     let mut pairs: Vec<(String, String)> = ["PATH", "HOME"]
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))

@@ -1,8 +1,8 @@
 //! Executor contract suites, run against every backend.
 
-pub mod executor;
-pub mod executor_docker;
-pub mod executor_fake;
-pub mod executor_host;
+pub(crate) mod executor;
+pub(crate) mod executor_docker;
+pub(crate) mod executor_fake;
+pub(crate) mod executor_host;
 mod otel_otlp;
 mod otel_prometheus;

@@ -33,7 +33,7 @@ fn config(vars: &[(&str, &str)]) -> OtelConfig {
 }
 
 /// The scripted lifecycle every exporter test records.
-pub fn scripted_signals() -> Vec<Signal> {
+pub(super) fn scripted_signals() -> Vec<Signal> {
     let finished = |result, secs, failure| Signal::TaskFinished {
         result,
         duration: Duration::from_secs(secs),

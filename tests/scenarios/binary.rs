@@ -5,7 +5,7 @@
 //! sleeps; every wait is bounded so a hang fails the test.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use oz_agent_worker::adapters::control_plane::protocol::WorkerMessage;
 use oz_agent_worker::app::shutdown::stop_runtime;
-use oz_agent_worker::local::{LocalControlPlane, sample_assignment};
+use oz_local_control_plane::{LocalControlPlane, sample_assignment};
+use oz_protocol::WorkerMessage;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -447,7 +447,7 @@ fn failing_cargo() -> TempDir {
 #[tokio::test]
 async fn the_quick_start_runs_one_task_to_completion_with_prebuilt_binaries() {
     let bin_dir = Path::new(WORKER).parent().unwrap();
-    let control_plane_bin = PathBuf::from(env!("CARGO_BIN_EXE_oz-local-control-plane"));
+    let control_plane_bin = crate::support::local_control_plane_bin();
     assert_eq!(control_plane_bin.parent(), Some(bin_dir));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/quickstart.sh");
     let no_cargo = failing_cargo();

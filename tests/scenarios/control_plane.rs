@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oz_agent_worker::adapters::control_plane::{BackoffConfig, WsConfig, WsTaskSource};
-use oz_agent_worker::app::config::ApiKey;
+use oz_agent_worker::domain::ApiKey;
 use oz_agent_worker::domain::{FailureReason, TaskId, TaskReport};
-use oz_agent_worker::local::{LocalControlPlane, WS_PATH, sample_assignment};
 use oz_agent_worker::ports::{ControlEvent, SourceError, TaskSource};
+use oz_local_control_plane::{LocalControlPlane, WS_PATH, sample_assignment};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -93,7 +93,7 @@ impl Harness {
             .await;
     }
 
-    async fn message(&self) -> oz_agent_worker::local::Received {
+    async fn message(&self) -> oz_local_control_plane::Received {
         self.cp.next_message(BOUND).await.expect("a worker message")
     }
 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use oz_agent_worker::adapters::control_plane::protocol::WorkerMessage;
-use oz_agent_worker::local::{LocalControlPlane, sample_assignment};
+use oz_local_control_plane::{LocalControlPlane, sample_assignment};
+use oz_protocol::WorkerMessage;
 
 use crate::support::daemon::{Daemon, assignment_with_secret, control_plane, next, spawn_direct};
 use crate::support::standin::{report_value, reported_pids};

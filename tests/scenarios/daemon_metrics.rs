@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use oz_agent_worker::adapters::control_plane::protocol::WorkerMessage;
 use oz_agent_worker::adapters::otel::SHUTDOWN_TIMEOUT;
-use oz_agent_worker::local::{LocalControlPlane, sample_assignment};
+use oz_local_control_plane::{LocalControlPlane, sample_assignment};
+use oz_protocol::WorkerMessage;
 
 use crate::support::daemon::{
     API_KEY, control_plane, direct_config_file, free_port, next, spawn_direct_with_env,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oz_agent_worker::adapters::control_plane::{WsConfig, WsTaskSource};
-use oz_agent_worker::app::config::ApiKey;
+use oz_agent_worker::domain::ApiKey;
 use oz_agent_worker::domain::{FailureReason, TaskReport};
 use oz_agent_worker::ports::{ControlEvent, TaskSource};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -23,7 +23,7 @@ struct Binary {
 
 impl Binary {
     fn spawn(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oz-local-control-plane"))
+        let mut child = Command::new(crate::support::local_control_plane_bin())
             .args([
                 "--listen",
                 "127.0.0.1:0",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use oz_agent_worker::local::{LocalControlPlane, RunOptions, RunState};
+use oz_local_control_plane::{LocalControlPlane, RunOptions, RunState};
 
 use crate::support::daemon::{API_KEY, Daemon, spawn_direct};
 use crate::support::require;
@@ -384,7 +384,7 @@ async fn the_binary_serves_the_run_api_to_the_three_line_script() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     let Some(python) = python() else { return };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_oz-local-control-plane"))
+    let mut child = tokio::process::Command::new(crate::support::local_control_plane_bin())
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -432,7 +432,7 @@ async fn the_binary_serves_the_run_api_to_the_three_line_script() {
 
 #[tokio::test]
 async fn a_bad_secret_flag_is_refused_without_echoing_it() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_oz-local-control-plane"))
+    let output = tokio::process::Command::new(crate::support::local_control_plane_bin())
         .args([
             "--listen",
             "127.0.0.1:0",

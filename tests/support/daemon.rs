@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use oz_agent_worker::app::bootstrap;
 use oz_agent_worker::app::config::{self, Invocation};
-use oz_agent_worker::local::{LocalControlPlane, Received, sample_assignment};
+use oz_local_control_plane::{LocalControlPlane, Received, sample_assignment};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::standin::standin_path;
 
 /// The API key the tests' control plane expects.
-pub const API_KEY: &str = "worker-key-do-not-log-1234";
+pub(crate) const API_KEY: &str = "worker-key-do-not-log-1234";
 
 /// A running daemon.
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// Fires the graceful shutdown.
     pub shutdown: CancellationToken,
     /// Resolves when the daemon stopped.
@@ -29,12 +29,12 @@ pub struct Daemon {
 
 impl Daemon {
     /// The stand-in's report file (set with `OZ_STANDIN_REPORT`).
-    pub fn report(&self) -> PathBuf {
+    pub(crate) fn report(&self) -> PathBuf {
         self.dir.path().join("report.txt")
     }
 
     /// Shuts down gracefully and returns the daemon's result.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(60), self.handle)
             .await
@@ -44,18 +44,18 @@ impl Daemon {
 }
 
 /// A control plane on an ephemeral loopback port.
-pub async fn control_plane() -> LocalControlPlane {
+pub(crate) async fn control_plane() -> LocalControlPlane {
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     LocalControlPlane::start(addr, API_KEY).await.unwrap()
 }
 
 /// Starts the daemon on the Direct backend. `extra` are more CLI flags (e.g. `-e` knobs).
-pub async fn spawn_direct(cp: &LocalControlPlane, extra: &[&str]) -> Daemon {
+pub(crate) async fn spawn_direct(cp: &LocalControlPlane, extra: &[&str]) -> Daemon {
     spawn_direct_with_env(cp, extra, &[]).await
 }
 
 /// As [`spawn_direct`], with process environment overrides (e.g. `OTEL_*`).
-pub async fn spawn_direct_with_env(
+pub(crate) async fn spawn_direct_with_env(
     cp: &LocalControlPlane,
     extra: &[&str],
     env_overrides: &[(&str, &str)],
@@ -67,7 +67,7 @@ pub async fn spawn_direct_with_env(
 
 /// As [`spawn_direct_with_env`], but a failed build (e.g. a `--health-listen` address that
 /// cannot be bound) is returned instead of failing the test.
-pub async fn try_spawn_direct_with_env(
+pub(crate) async fn try_spawn_direct_with_env(
     cp: &LocalControlPlane,
     extra: &[&str],
     env_overrides: &[(&str, &str)],
@@ -99,7 +99,7 @@ pub async fn try_spawn_direct_with_env(
 /// Loads `args` (after the program name) as a run invocation, with `WARP_API_KEY` set, the
 /// metrics exporter off and `env_overrides` on top of the process environment; builds the
 /// daemon and runs it in a task. `dir` is kept alive as the daemon's.
-pub async fn start(
+pub(crate) async fn start(
     dir: tempfile::TempDir,
     args: Vec<String>,
     env_overrides: &[(&str, &str)],
@@ -128,21 +128,21 @@ pub async fn start(
 }
 
 /// Waits for the next frame from the worker, failing the test after 30 s.
-pub async fn next(cp: &LocalControlPlane) -> Received {
+pub(crate) async fn next(cp: &LocalControlPlane) -> Received {
     cp.next_message(Duration::from_secs(30))
         .await
         .expect("no message from the worker within 30s")
 }
 
 /// A sample assignment whose task carries a secret env value.
-pub fn assignment_with_secret(task_id: &str, secret: &str) -> serde_json::Value {
+pub(crate) fn assignment_with_secret(task_id: &str, secret: &str) -> serde_json::Value {
     let mut data = sample_assignment(task_id);
     data["env_vars"]["GITHUB_ACCESS_TOKEN"] = serde_json::json!(secret);
     data
 }
 
 /// Writes the Direct-backend config file of the scenario daemons into `dir`.
-pub fn direct_config_file(dir: &tempfile::TempDir) -> PathBuf {
+pub(crate) fn direct_config_file(dir: &tempfile::TempDir) -> PathBuf {
     let config_file = dir.path().join("config.yaml");
     std::fs::write(
         &config_file,
@@ -157,7 +157,7 @@ pub fn direct_config_file(dir: &tempfile::TempDir) -> PathBuf {
 }
 
 /// A loopback port that was free a moment ago (for flags that take a fixed address).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -15,7 +15,7 @@ use crate::contract::executor::base_spec;
 use crate::contract::executor_host::host_env;
 
 /// A scratch area: a workspace root, a place for reports and markers, and a config.
-pub struct Direct {
+pub(crate) struct Direct {
     /// The scratch directory.
     pub dir: TempDir,
     /// The config `executor()` builds from.
@@ -24,7 +24,7 @@ pub struct Direct {
 
 impl Direct {
     /// A fresh scratch area with a 2 s kill grace.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = TempDir::new().expect("temp dir");
         let config = DirectConfig {
             workspace_root: dir.path().join("workspaces"),
@@ -36,22 +36,22 @@ impl Direct {
     }
 
     /// A path inside the scratch directory.
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Builds the executor (preflight included) with the contract harness's host env.
-    pub fn executor(&self) -> HostExecutor {
+    pub(crate) fn executor(&self) -> HostExecutor {
         HostExecutor::with_host_env(&self.config, host_env()).expect("preflight")
     }
 
     /// The per-task workspace of `id`.
-    pub fn workspace(&self, id: &str) -> PathBuf {
+    pub(crate) fn workspace(&self, id: &str) -> PathBuf {
         self.config.workspace_root.join(id)
     }
 
     /// A spec whose stand-in reports to `<dir>/<id>.report` and shows `show`'s values.
-    pub fn spec(&self, id: &str, env: &[(&str, &str)], show: &[&str]) -> TaskSpec {
+    pub(crate) fn spec(&self, id: &str, env: &[(&str, &str)], show: &[&str]) -> TaskSpec {
         let mut spec = base_spec(id, env);
         spec.env
             .push("OZ_STANDIN_REPORT", self.report(id).to_string_lossy());
@@ -61,7 +61,7 @@ impl Direct {
 
     /// Starts `spec` in the background and waits until its agent reported its pid; returns the
     /// token that cancels it and the run's handle.
-    pub async fn start_agent(
+    pub(crate) async fn start_agent(
         &self,
         executor: &HostExecutor,
         spec: &TaskSpec,
@@ -76,7 +76,7 @@ impl Direct {
 
     /// Starts task `id` with an agent that sleeps until stopped, waits until it runs and
     /// cancels it; returns the run's handle.
-    pub async fn cancel_running_agent(
+    pub(crate) async fn cancel_running_agent(
         &self,
         id: &str,
     ) -> tokio::task::JoinHandle<Result<Exit, TaskFailure>> {
@@ -88,14 +88,14 @@ impl Direct {
     }
 
     /// The stand-in report file of `id`.
-    pub fn report(&self, id: &str) -> PathBuf {
+    pub(crate) fn report(&self, id: &str) -> PathBuf {
         self.path(&format!("{id}.report"))
     }
 }
 
 /// Runs `spec` to the end, bounded by [`PROCESS_BOUND`].
 /// Starts `spec` in the background; returns the token that cancels it and the run's handle.
-pub fn start(
+pub(crate) fn start(
     executor: &HostExecutor,
     spec: &TaskSpec,
 ) -> (
@@ -108,19 +108,19 @@ pub fn start(
     (token, handle)
 }
 
-pub async fn run(executor: &HostExecutor, spec: &TaskSpec) -> Result<Exit, TaskFailure> {
+pub(crate) async fn run(executor: &HostExecutor, spec: &TaskSpec) -> Result<Exit, TaskFailure> {
     tokio::time::timeout(PROCESS_BOUND, executor.run(spec, CancellationToken::new()))
         .await
         .expect("the run finishes within the bound")
 }
 
 /// The lines of a file (empty when missing).
-pub fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     standin::report_lines(path)
 }
 
 /// The sorted names in a directory.
-pub fn entries(dir: &Path) -> Vec<String> {
+pub(crate) fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(Result::ok)

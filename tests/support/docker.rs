@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 /// The images and registry the setup script provides.
 #[derive(Debug, Clone)]
-pub struct Images {
+pub(crate) struct Images {
     /// A local busybox task image.
     pub image: String,
     /// A local sidecar image with the stand-in `/entrypoint.sh`.
@@ -64,7 +64,7 @@ async fn probe() -> Option<Images> {
 }
 
 /// A negotiated client from the standard environment, if the engine answers.
-pub async fn client() -> Option<Docker> {
+pub(crate) async fn client() -> Option<Docker> {
     let docker = Docker::connect_with_defaults().ok()?;
     tokio::time::timeout(Duration::from_secs(5), docker.ping())
         .await
@@ -78,7 +78,7 @@ static WARM: OnceCell<bool> = OnceCell::const_new();
 /// The images, when the engine and the test images are there (else the test is skipped, or
 /// fails under `OZ_TEST_REQUIRE_ALL=1`). The shared sidecar volume is prepared once first, so
 /// parallel tests (each with its own executor) never race to fill it.
-pub async fn setup() -> Option<Images> {
+pub(crate) async fn setup() -> Option<Images> {
     let images = probe().await;
     if !super::require(
         "docker engine + test images (scripts/setup/20-docker.sh)",
@@ -100,13 +100,13 @@ pub async fn setup() -> Option<Images> {
 }
 
 /// A worker id unique to one test run.
-pub fn worker_id(test: &str) -> String {
+pub(crate) fn worker_id(test: &str) -> String {
     format!("oz-test-{test}-{:08x}", fastrand::u32(..))
 }
 
 /// A config for tests: `if-not-present` (the local images are not in any registry) and a short
 /// stop grace.
-pub fn config(worker_id: &str) -> DockerConfig {
+pub(crate) fn config(worker_id: &str) -> DockerConfig {
     DockerConfig {
         worker_id: worker_id.to_owned(),
         pull_policy: PullPolicy::IfNotPresent,
@@ -116,7 +116,7 @@ pub fn config(worker_id: &str) -> DockerConfig {
 }
 
 /// Runs `spec` to the end with a token that never fires.
-pub async fn run(
+pub(crate) async fn run(
     executor: &DockerExecutor,
     spec: &TaskSpec,
 ) -> Result<oz_agent_worker::domain::Exit, oz_agent_worker::domain::TaskFailure> {
@@ -126,7 +126,7 @@ pub async fn run(
 }
 
 /// Connects an executor from the standard environment.
-pub async fn executor(config: DockerConfig) -> DockerExecutor {
+pub(crate) async fn executor(config: DockerConfig) -> DockerExecutor {
     DockerExecutor::connect(config)
         .await
         .expect("connect to the Docker engine")
@@ -135,7 +135,7 @@ pub async fn executor(config: DockerConfig) -> DockerExecutor {
 /// Connects an executor to the engine of `DOCKER_HOST` (or the default socket) that reads
 /// registry credentials from `client_config_dir/config.json`, as with `DOCKER_CONFIG` (which a
 /// test must not set: tests share the process environment).
-pub async fn executor_with_client_config(
+pub(crate) async fn executor_with_client_config(
     config: DockerConfig,
     client_config_dir: &Path,
 ) -> DockerExecutor {
@@ -147,7 +147,7 @@ pub async fn executor_with_client_config(
 
 /// The htpasswd-protected registry of the setup script and its one image.
 #[derive(Debug, Clone)]
-pub struct AuthRegistry {
+pub(crate) struct AuthRegistry {
     /// `127.0.0.1:5001`.
     pub registry: String,
     /// Its user.
@@ -160,7 +160,7 @@ pub struct AuthRegistry {
 
 /// The registry that needs credentials, when the setup script started it (else the test is
 /// skipped, or fails under `OZ_TEST_REQUIRE_ALL=1`).
-pub fn auth_registry() -> Option<AuthRegistry> {
+pub(crate) fn auth_registry() -> Option<AuthRegistry> {
     let found = (|| {
         Some(AuthRegistry {
             registry: var("OZ_TEST_AUTH_REGISTRY")?,
@@ -182,19 +182,19 @@ static REGISTRY_ONLY: Mutex<()> = Mutex::const_new(());
 
 /// Held by each test that removes and pulls [`Images::registry_only`], so that one test's
 /// removal never races another's pull.
-pub async fn registry_only_lock() -> MutexGuard<'static, ()> {
+pub(crate) async fn registry_only_lock() -> MutexGuard<'static, ()> {
     REGISTRY_ONLY.lock().await
 }
 
 /// Engine events, collected from a subscription made before the action under test.
-pub struct Events {
+pub(crate) struct Events {
     received: mpsc::UnboundedReceiver<EventMessage>,
     seen: Vec<EventMessage>,
     subscription: JoinHandle<()>,
 }
 
 /// Events of the task containers (role `task`) of `worker_id`, from now on.
-pub fn task_container_events(docker: &Docker, worker_id: &str) -> Events {
+pub(crate) fn task_container_events(docker: &Docker, worker_id: &str) -> Events {
     events(
         docker,
         HashMap::from([
@@ -211,7 +211,7 @@ pub fn task_container_events(docker: &Docker, worker_id: &str) -> Events {
 }
 
 /// Image events (pull, tag, untag, …) of every image, from now on.
-pub fn image_events(docker: &Docker) -> Events {
+pub(crate) fn image_events(docker: &Docker) -> Events {
     events(
         docker,
         HashMap::from([("type".to_owned(), vec!["image".to_owned()])]),
@@ -246,7 +246,7 @@ fn events(docker: &Docker, filters: HashMap<String, Vec<String>>) -> Events {
 impl Events {
     /// Every event so far, up to and including the first one (after those already returned)
     /// for which `last` holds; panics when none comes within `limit`.
-    pub async fn until(
+    pub(crate) async fn until(
         &mut self,
         limit: Duration,
         mut last: impl FnMut(&EventMessage) -> bool,
@@ -278,12 +278,12 @@ impl Drop for Events {
 }
 
 /// An event's action (`kill`, `die`, `pull`, …).
-pub fn action(event: &EventMessage) -> &str {
+pub(crate) fn action(event: &EventMessage) -> &str {
     event.action.as_deref().unwrap_or_default()
 }
 
 /// An attribute of an event's actor (`signal`, `exitCode`, `name`, …).
-pub fn attribute<'a>(event: &'a EventMessage, key: &str) -> Option<&'a str> {
+pub(crate) fn attribute<'a>(event: &'a EventMessage, key: &str) -> Option<&'a str> {
     event
         .actor
         .as_ref()?
@@ -294,7 +294,7 @@ pub fn attribute<'a>(event: &'a EventMessage, key: &str) -> Option<&'a str> {
 }
 
 /// The id of an event's actor (a container id, or an image name or id).
-pub fn actor_id(event: &EventMessage) -> &str {
+pub(crate) fn actor_id(event: &EventMessage) -> &str {
     event
         .actor
         .as_ref()
@@ -315,7 +315,7 @@ fn summary(events: &[EventMessage]) -> Vec<String> {
 
 /// A task spec running the stand-in agent from `sidecar` in `image`, with `env` as the server's
 /// `env_vars`.
-pub fn spec(task: &str, image: &str, sidecar: &str, env: &[(&str, &str)]) -> TaskSpec {
+pub(crate) fn spec(task: &str, image: &str, sidecar: &str, env: &[(&str, &str)]) -> TaskSpec {
     let mut assignment = Assignment::new(
         TaskId::parse(format!("{task}-{:06x}", fastrand::u32(..0xffffff))).unwrap(),
     );
@@ -331,7 +331,7 @@ pub fn spec(task: &str, image: &str, sidecar: &str, env: &[(&str, &str)]) -> Tas
 }
 
 /// Every container labelled with `worker_id`.
-pub async fn containers(docker: &Docker, worker_id: &str) -> Vec<ContainerSummary> {
+pub(crate) async fn containers(docker: &Docker, worker_id: &str) -> Vec<ContainerSummary> {
     let options = ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&worker_filter(worker_id))
@@ -340,7 +340,7 @@ pub async fn containers(docker: &Docker, worker_id: &str) -> Vec<ContainerSummar
 }
 
 /// Polls (every 100 ms, at most `limit`) until `check` holds.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -358,7 +358,7 @@ where
 }
 
 /// Removes every container and volume labelled with `worker_id`.
-pub async fn clean(docker: &Docker, worker_id: &str) {
+pub(crate) async fn clean(docker: &Docker, worker_id: &str) {
     for c in containers(docker, worker_id).await {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
         let _ = docker
@@ -378,7 +378,7 @@ pub async fn clean(docker: &Docker, worker_id: &str) {
 
 /// A sidecar image with a content address of its own (a commit of `base` with a unique label),
 /// so its volume is new. Returns the image name; remove it with [`remove_image`].
-pub async fn unique_sidecar(docker: &Docker, base: &str) -> String {
+pub(crate) async fn unique_sidecar(docker: &Docker, base: &str) -> String {
     let tag = format!("{:08x}", fastrand::u32(..));
     let body = ContainerCreateBody {
         image: Some(base.to_owned()),
@@ -403,10 +403,10 @@ pub async fn unique_sidecar(docker: &Docker, base: &str) -> String {
 }
 
 /// Removes an image (and the volumes made from it must be gone first).
-pub async fn remove_image(docker: &Docker, image: &str) {
+pub(crate) async fn remove_image(docker: &Docker, image: &str) {
     let options = RemoveImageOptionsBuilder::default().force(true).build();
     let _ = docker.remove_image(image, Some(options), None).await;
 }
 
 /// The label key naming the worker (re-exported for assertions).
-pub const WORKER_LABEL: &str = LABEL_WORKER_ID;
+pub(crate) const WORKER_LABEL: &str = LABEL_WORKER_ID;

@@ -14,31 +14,31 @@ use oz_agent_worker::adapters::kubernetes::KubernetesConfig;
 use oz_agent_worker::adapters::kubernetes::names::TaskNames;
 use oz_agent_worker::domain::spec::{SpecSettings, prepare};
 use oz_agent_worker::domain::{Assignment, TaskId, TaskSpec};
-use oz_agent_worker::local::LocalControlPlane;
+use oz_local_control_plane::LocalControlPlane;
 use serde_json::json;
 
 use super::daemon::Daemon;
 
 /// The admin kubeconfig, when the setup script ran.
-pub fn admin_kubeconfig() -> Option<PathBuf> {
+pub(crate) fn admin_kubeconfig() -> Option<PathBuf> {
     let path = PathBuf::from(std::env::var_os("OZ_TEST_KUBECONFIG")?);
     path.exists().then_some(path)
 }
 
 /// Whether the test API server is provisioned.
-pub fn available() -> bool {
+pub(crate) fn available() -> bool {
     admin_kubeconfig().is_some()
 }
 
 /// A kubeconfig path from an env var set by the setup script.
-pub fn kubeconfig_from(var: &str) -> PathBuf {
+pub(crate) fn kubeconfig_from(var: &str) -> PathBuf {
     PathBuf::from(
         std::env::var_os(var).unwrap_or_else(|| panic!("{var} is set by 40-kubernetes.sh")),
     )
 }
 
 /// An admin client.
-pub async fn admin() -> Client {
+pub(crate) async fn admin() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = Kubeconfig::read_from(admin_kubeconfig().expect("provisioned")).unwrap();
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -48,7 +48,7 @@ pub async fn admin() -> Client {
 }
 
 /// A fresh namespace for one test.
-pub async fn namespace(client: &Client) -> String {
+pub(crate) async fn namespace(client: &Client) -> String {
     let name = format!("oz-t-{:08x}", fastrand::u32(..));
     let ns = Namespace {
         metadata: kube::api::ObjectMeta {
@@ -65,7 +65,7 @@ pub async fn namespace(client: &Client) -> String {
 }
 
 /// The worker config used by the tests: admin kubeconfig, `namespace`, fast unschedulable.
-pub fn worker_config(namespace: &str) -> KubernetesConfig {
+pub(crate) fn worker_config(namespace: &str) -> KubernetesConfig {
     KubernetesConfig {
         worker_id: "oz-test-worker".to_owned(),
         namespace: namespace.to_owned(),
@@ -76,7 +76,7 @@ pub fn worker_config(namespace: &str) -> KubernetesConfig {
 }
 
 /// A task spec with a unique id, a secret env value and a sidecar.
-pub fn task_spec(secret: &str) -> TaskSpec {
+pub(crate) fn task_spec(secret: &str) -> TaskSpec {
     let id = format!("019f5de4-{:04x}-762e-92ed-199c971abcba", fastrand::u16(..));
     let mut assignment = Assignment::new(TaskId::parse(id).unwrap());
     assignment.execution_id = format!("exec-{:08x}", fastrand::u32(..));
@@ -89,7 +89,7 @@ pub fn task_spec(secret: &str) -> TaskSpec {
 }
 
 /// The names the worker gives `spec`'s objects.
-pub fn names(config: &KubernetesConfig, spec: &TaskSpec) -> TaskNames {
+pub(crate) fn names(config: &KubernetesConfig, spec: &TaskSpec) -> TaskNames {
     TaskNames::new(
         &config.worker_id,
         spec.task_id.as_str(),
@@ -99,7 +99,7 @@ pub fn names(config: &KubernetesConfig, spec: &TaskSpec) -> TaskNames {
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, for at most `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -118,7 +118,7 @@ where
 }
 
 /// Waits for the task's pod (created by the real job controller) and returns its name.
-pub async fn task_pod(client: &Client, namespace: &str, names: &TaskNames) -> String {
+pub(crate) async fn task_pod(client: &Client, namespace: &str, names: &TaskNames) -> String {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let lp = ListParams::default().labels(&names.pod_selector());
     eventually(
@@ -133,7 +133,7 @@ pub async fn task_pod(client: &Client, namespace: &str, names: &TaskNames) -> St
 }
 
 /// What the pretend kubelet reports.
-pub enum PodStatus {
+pub(crate) enum PodStatus {
     /// The task container runs.
     Running,
     /// The task container exited with this code.
@@ -147,7 +147,7 @@ pub enum PodStatus {
 }
 
 /// Patches the pod's status as a kubelet would.
-pub async fn set_pod_status(client: &Client, namespace: &str, pod: &str, status: PodStatus) {
+pub(crate) async fn set_pod_status(client: &Client, namespace: &str, pod: &str, status: PodStatus) {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let container = |state: serde_json::Value| json!([{ "name": "task", "ready": false, "restartCount": 0, "image": "oz-test/busybox:1", "imageID": "", "state": state }]);
     let body = match status {
@@ -180,7 +180,7 @@ pub async fn set_pod_status(client: &Client, namespace: &str, pod: &str, status:
 /// The labels spec §2.3 asks for on a task's Job, pod template and Secret, worked out here from
 /// the raw ids (SHA-256 straight from `ring`, not the worker's own helpers), with `extra`
 /// underneath.
-pub fn expected_labels(
+pub(crate) fn expected_labels(
     worker_id: &str,
     task_id: &str,
     execution_id: &str,
@@ -210,7 +210,11 @@ pub fn expected_labels(
 
 /// Starts the real daemon (config file → bootstrap → run) on the Kubernetes backend against
 /// the admin kubeconfig, `namespace`, as `worker_id`, connected to `cp`.
-pub async fn spawn_daemon(cp: &LocalControlPlane, namespace: &str, worker_id: &str) -> Daemon {
+pub(crate) async fn spawn_daemon(
+    cp: &LocalControlPlane,
+    namespace: &str,
+    worker_id: &str,
+) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.yaml");
     let kubeconfig = admin_kubeconfig().expect("provisioned");

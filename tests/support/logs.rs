@@ -9,17 +9,17 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// The captured text of every log line written while the guard lives.
 #[derive(Debug, Clone, Default)]
-pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct LogBuffer(Arc<Mutex<Vec<u8>>>);
 
 impl LogBuffer {
     /// Everything captured so far.
-    pub fn contents(&self) -> String {
+    pub(crate) fn contents(&self) -> String {
         let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Polls until the captured text contains `needle`, at most `timeout`.
-    pub async fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+    pub(crate) async fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.contents().contains(needle) {
@@ -34,7 +34,7 @@ impl LogBuffer {
 }
 
 /// One writer handle into the buffer.
-pub struct LogWriter(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct LogWriter(Arc<Mutex<Vec<u8>>>);
 
 impl io::Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -60,7 +60,7 @@ impl<'a> MakeWriter<'a> for LogBuffer {
 
 /// Installs a debug-level subscriber for the current thread (use a current-thread runtime so
 /// every spawned task logs into it).
-pub fn capture_logs() -> (LogBuffer, DefaultGuard) {
+pub(crate) fn capture_logs() -> (LogBuffer, DefaultGuard) {
     let buffer = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)

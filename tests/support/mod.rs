@@ -2,10 +2,10 @@
 
 #![allow(dead_code)]
 
-pub mod http;
-pub mod otlp;
-pub mod prometheus;
-pub mod sdk;
+pub(crate) mod http;
+pub(crate) mod otlp;
+pub(crate) mod prometheus;
+pub(crate) mod sdk;
 
 /// Whether a test that needs `what` should run.
 ///
@@ -13,7 +13,7 @@ pub mod sdk;
 /// exists"). When it is false the test is skipped with a visible message, unless
 /// `OZ_TEST_REQUIRE_ALL=1` (set by `scripts/test.sh`, which provisions everything): then the
 /// missing piece is a failure, so CI can never pass by skipping.
-pub fn require(what: &str, available: bool) -> bool {
+pub(crate) fn require(what: &str, available: bool) -> bool {
     if available {
         return true;
     }
@@ -30,9 +30,35 @@ pub fn require(what: &str, available: bool) -> bool {
     false
 }
 
-pub mod daemon;
-pub mod direct;
-pub mod docker;
-pub mod kubernetes;
-pub mod logs;
-pub mod standin;
+pub(crate) mod daemon;
+pub(crate) mod direct;
+pub(crate) mod docker;
+pub(crate) mod kubernetes;
+pub(crate) mod logs;
+pub(crate) mod standin;
+
+/// The `oz-local-control-plane` binary, next to the worker's in the same target directory.
+///
+/// Cargo gives a package's tests `CARGO_BIN_EXE_*` only for that package's own binaries, and
+/// the control plane is another workspace member. `cargo test` at the workspace root builds it
+/// (its crate has integration tests); when only this package was built, it is built here once.
+pub(crate) fn local_control_plane_bin() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let path = std::path::Path::new(env!("CARGO_BIN_EXE_oz-agent-worker"))
+                .with_file_name("oz-local-control-plane");
+            if !path.exists() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+                let status = std::process::Command::new(cargo)
+                    .args(["build", "--quiet", "-p", "oz-local-control-plane", "--bin"])
+                    .arg("oz-local-control-plane")
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    .status()
+                    .expect("cargo runs");
+                assert!(status.success(), "building oz-local-control-plane failed");
+            }
+            path
+        })
+        .clone()
+}

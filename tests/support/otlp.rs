@@ -25,7 +25,7 @@ use prost::Message;
 
 /// One decoded export request.
 #[derive(Debug, Clone, Default)]
-pub struct Export {
+pub(crate) struct Export {
     /// Request headers (HTTP) or metadata (gRPC), lower-case names.
     pub headers: BTreeMap<String, String>,
     /// Resource attributes.
@@ -38,7 +38,7 @@ pub struct Export {
 
 /// One metric of an export, with its points flattened.
 #[derive(Debug, Clone)]
-pub struct MetricSeen {
+pub(crate) struct MetricSeen {
     /// The name.
     pub name: String,
     /// The description.
@@ -55,12 +55,12 @@ pub struct MetricSeen {
 
 impl Export {
     /// The metric called `name`.
-    pub fn metric(&self, name: &str) -> Option<&MetricSeen> {
+    pub(crate) fn metric(&self, name: &str) -> Option<&MetricSeen> {
         self.metrics.iter().find(|m| m.name == name)
     }
 
     /// The value of `name` at exactly the attributes `labels`.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let want: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -76,16 +76,16 @@ impl Export {
 
 /// Requests received so far.
 #[derive(Debug, Clone, Default)]
-pub struct Received(Arc<Mutex<Vec<Export>>>);
+pub(crate) struct Received(Arc<Mutex<Vec<Export>>>);
 
 impl Received {
     /// A snapshot.
-    pub fn all(&self) -> Vec<Export> {
+    pub(crate) fn all(&self) -> Vec<Export> {
         self.0.lock().unwrap().clone()
     }
 
     /// Polls (bounded) until at least `n` requests arrived; returns the last one.
-    pub async fn wait_for(&self, n: usize, within: Duration) -> Export {
+    pub(crate) async fn wait_for(&self, n: usize, within: Duration) -> Export {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(last) = self
@@ -113,7 +113,7 @@ impl Received {
 
 /// Starts an OTLP/HTTP sink on `127.0.0.1:0` answering `POST /v1/metrics`
 /// (`application/x-protobuf`; anything else gets 415/404 and is not recorded).
-pub async fn start_http_sink() -> (SocketAddr, Received) {
+pub(crate) async fn start_http_sink() -> (SocketAddr, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Received::default();
@@ -194,7 +194,7 @@ impl MetricsService for GrpcSink {
 }
 
 /// Starts an OTLP/gRPC sink (tonic `MetricsService`) on `127.0.0.1:0`.
-pub async fn start_grpc_sink() -> (SocketAddr, Received) {
+pub(crate) async fn start_grpc_sink() -> (SocketAddr, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Received::default();
@@ -297,7 +297,7 @@ fn flatten_metric(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> M
 }
 
 /// The CA that signed [`TLS_SINK_CERT`] (self-signed, valid until 2125; test use only).
-pub const TLS_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBmjCCAUGgAwIBAgIUWrPp0orkv1VICqWMEClr8YqoFI8wCgYIKoZIzj0EAwIw\nGjEYMBYGA1UEAwwPb3otdGVzdCBPVExQIENBMCAXDTI2MTIwMjA3MDMyMVoYDzIx\nMjYxMTA4MDcwMzIxWjAaMRgwFgYDVQQDDA9vei10ZXN0IE9UTFAgQ0EwWTATBgcq\nhkjOPQIBBggqhkjOPQMBBwNCAASTjocw4/FnnJGwFCkPXCEbC0CUBKdroI2fX3Bm\nuM0xyZ+AiIYXmdMMCpKT/ADc33l4E8bNM5qy89aYkSh/zNHAo2MwYTAdBgNVHQ4E\nFgQUC7Rfef5kjEmDWkcfZtVHk1dNM3YwHwYDVR0jBBgwFoAUC7Rfef5kjEmDWkcf\nZtVHk1dNM3YwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAgQwCgYIKoZI\nzj0EAwIDRwAwRAIgH+yAUdCUrEWPuoc2lKxAuHIzCepUF+wq74FD0ucv9DICIC6r\nxiY+BTzCYG4n00yEFYQfYzjXsElu6Ygq81Ac5FIx\n-----END CERTIFICATE-----\n";
+pub(crate) const TLS_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBmjCCAUGgAwIBAgIUWrPp0orkv1VICqWMEClr8YqoFI8wCgYIKoZIzj0EAwIw\nGjEYMBYGA1UEAwwPb3otdGVzdCBPVExQIENBMCAXDTI2MTIwMjA3MDMyMVoYDzIx\nMjYxMTA4MDcwMzIxWjAaMRgwFgYDVQQDDA9vei10ZXN0IE9UTFAgQ0EwWTATBgcq\nhkjOPQIBBggqhkjOPQMBBwNCAASTjocw4/FnnJGwFCkPXCEbC0CUBKdroI2fX3Bm\nuM0xyZ+AiIYXmdMMCpKT/ADc33l4E8bNM5qy89aYkSh/zNHAo2MwYTAdBgNVHQ4E\nFgQUC7Rfef5kjEmDWkcfZtVHk1dNM3YwHwYDVR0jBBgwFoAUC7Rfef5kjEmDWkcf\nZtVHk1dNM3YwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAgQwCgYIKoZI\nzj0EAwIDRwAwRAIgH+yAUdCUrEWPuoc2lKxAuHIzCepUF+wq74FD0ucv9DICIC6r\nxiY+BTzCYG4n00yEFYQfYzjXsElu6Ygq81Ac5FIx\n-----END CERTIFICATE-----\n";
 /// The TLS sink's certificate: `localhost` and `127.0.0.1`, signed by [`TLS_CA_PEM`].
 const TLS_SINK_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBxDCCAWugAwIBAgIUPmGYihSgbFwFs0/C4FiYYxzcGqgwCgYIKoZIzj0EAwIw\nGjEYMBYGA1UEAwwPb3otdGVzdCBPVExQIENBMCAXDTI2MTIwMjA3MDMyMVoYDzIx\nMjYxMTA4MDcwMzIxWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIB\nBggqhkjOPQMBBwNCAAT8DPYLFN98bVd4Z8HeDEWXGnxQca7EW1NCjEhnzFNnDevo\n/XMglYpB2RJ18s/wA0wDuwiW9ZVw/8U5EgKuWMQLo4GSMIGPMAwGA1UdEwEB/wQC\nMAAwDgYDVR0PAQH/BAQDAgeAMBMGA1UdJQQMMAoGCCsGAQUFBwMBMBoGA1UdEQQT\nMBGCCWxvY2FsaG9zdIcEfwAAATAdBgNVHQ4EFgQUauwj0/dOZCDtkJFwJBqnKD5c\nrmcwHwYDVR0jBBgwFoAUC7Rfef5kjEmDWkcfZtVHk1dNM3YwCgYIKoZIzj0EAwID\nRwAwRAIgOCNBTW1+25XBUn5naMmj6tlXybDuwR0g9OwFAGccXZACIFAXi3zidBRz\ncTrUpE1eK8Mnl30gUh+SyndocwHxTqV0\n-----END CERTIFICATE-----\n";
 /// The TLS sink's private key (PKCS#8, P-256; test use only).
@@ -307,7 +307,7 @@ const TLS_SINK_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgE
 /// `localhost`/`127.0.0.1`) on `127.0.0.1:0`. A small blocking HTTP/1.1 server on its own
 /// threads: it records each `POST /v1/metrics` and answers 200; connections whose TLS
 /// handshake fails (an untrusted client) are counted in the returned counter and dropped.
-pub fn start_tls_http_sink() -> (SocketAddr, Received, Arc<std::sync::atomic::AtomicUsize>) {
+pub(crate) fn start_tls_http_sink() -> (SocketAddr, Received, Arc<std::sync::atomic::AtomicUsize>) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = vec![CertificateDer::from_pem_slice(TLS_SINK_CERT.as_bytes()).unwrap()];

@@ -9,14 +9,14 @@ use super::http::try_get;
 
 /// The Prometheus binary from `OZ_TEST_PROMETHEUS_BIN` (or `OZ_TEST_PROMTOOL_BIN` etc.), when
 /// it exists.
-pub fn binary(var: &str) -> Option<String> {
+pub(crate) fn binary(var: &str) -> Option<String> {
     std::env::var(var)
         .ok()
         .filter(|path| std::path::Path::new(path).is_file())
 }
 
 /// A real Prometheus scraping one target every second, on a free loopback port.
-pub struct PrometheusServer {
+pub(crate) struct PrometheusServer {
     addr: SocketAddr,
     _child: tokio::process::Child,
     _dir: tempfile::TempDir,
@@ -24,7 +24,7 @@ pub struct PrometheusServer {
 
 impl PrometheusServer {
     /// Starts Prometheus from `binary` scraping `target`.
-    pub async fn start(binary: &str, target: SocketAddr) -> PrometheusServer {
+    pub(crate) async fn start(binary: &str, target: SocketAddr) -> PrometheusServer {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
@@ -60,7 +60,7 @@ impl PrometheusServer {
     }
 
     /// Runs an instant query; the `result` array, once Prometheus answers.
-    pub async fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
+    pub(crate) async fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
         let encoded: String = url::form_urlencoded::byte_serialize(promql.as_bytes()).collect();
         let (status, body) = try_get(self.addr, &format!("/api/v1/query?query={encoded}")).await?;
         if status != 200 {
@@ -71,7 +71,7 @@ impl PrometheusServer {
     }
 
     /// Polls `promql` (bounded) until its single result's value is `want`.
-    pub async fn wait_for_value(&self, promql: &str, want: f64) -> serde_json::Value {
+    pub(crate) async fn wait_for_value(&self, promql: &str, want: f64) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut last = None;
         loop {

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use oz_agent_worker::local::LocalControlPlane;
+use oz_local_control_plane::LocalControlPlane;
 use tokio::process::Command;
 
 use super::daemon::API_KEY;
@@ -38,7 +38,7 @@ def out(value):
 "#;
 
 /// The Python to use, when it has the SDK.
-pub fn python() -> Option<String> {
+pub(crate) fn python() -> Option<String> {
     let python = std::env::var("OZ_TEST_PYTHON").ok()?;
     let ok = std::process::Command::new(&python)
         .args(["-c", "import oz_agent_sdk"])
@@ -54,7 +54,7 @@ pub fn python() -> Option<String> {
 ///
 /// # Panics
 /// When the script fails, times out or prints no JSON (with its output).
-pub async fn run(
+pub(crate) async fn run(
     python: &str,
     cp: &LocalControlPlane,
     script: &str,
@@ -67,7 +67,7 @@ pub async fn run(
 ///
 /// # Panics
 /// As [`run`].
-pub async fn run_at(
+pub(crate) async fn run_at(
     python: &str,
     base_url: &str,
     script: &str,

@@ -5,22 +5,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long a test waits for a real process to reach a state before failing.
-pub const PROCESS_BOUND: Duration = Duration::from_secs(30);
+pub(crate) const PROCESS_BOUND: Duration = Duration::from_secs(30);
 
 /// The stand-in `oz` script in this repository.
-pub fn standin_path() -> PathBuf {
+pub(crate) fn standin_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/oz-standin")
 }
 
 /// The lines of a stand-in report file (empty when it does not exist yet).
-pub fn report_lines(report: &Path) -> Vec<String> {
+pub(crate) fn report_lines(report: &Path) -> Vec<String> {
     std::fs::read_to_string(report)
         .map(|text| text.lines().map(str::to_owned).collect())
         .unwrap_or_default()
 }
 
 /// The value after `<key>: ` on the last report line with that key.
-pub fn report_value(report: &Path, key: &str) -> Option<String> {
+pub(crate) fn report_value(report: &Path, key: &str) -> Option<String> {
     let prefix = format!("{key}: ");
     report_lines(report)
         .iter()
@@ -29,7 +29,7 @@ pub fn report_value(report: &Path, key: &str) -> Option<String> {
 }
 
 /// Every `pid:` and `child:` the report names.
-pub fn reported_pids(report: &Path) -> Vec<i32> {
+pub(crate) fn reported_pids(report: &Path) -> Vec<i32> {
     report_lines(report)
         .iter()
         .filter_map(|line| {
@@ -41,7 +41,7 @@ pub fn reported_pids(report: &Path) -> Vec<i32> {
 }
 
 /// The `show NAME=value` entries of the report.
-pub fn shown(report: &Path, name: &str) -> Option<String> {
+pub(crate) fn shown(report: &Path, name: &str) -> Option<String> {
     let prefix = format!("show {name}=");
     report_lines(report)
         .iter()
@@ -50,7 +50,7 @@ pub fn shown(report: &Path, name: &str) -> Option<String> {
 }
 
 /// The env var names the stand-in saw on its last run.
-pub fn seen_env_names(report: &Path) -> Vec<String> {
+pub(crate) fn seen_env_names(report: &Path) -> Vec<String> {
     report_value(report, "env")
         .map(|names| names.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default()
@@ -61,7 +61,7 @@ pub fn seen_env_names(report: &Path) -> Vec<String> {
 ///
 /// # Panics
 /// When the bound passes first.
-pub async fn wait_for_pid(report: &Path) -> i32 {
+pub(crate) async fn wait_for_pid(report: &Path) -> i32 {
     let poll = async {
         loop {
             if let Some(pid) = report_value(report, "pid").and_then(|p| p.parse().ok()) {
@@ -81,7 +81,7 @@ pub async fn wait_for_pid(report: &Path) -> i32 {
 }
 
 /// True while `pid` exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
         Ok(stat) => stat
@@ -93,7 +93,7 @@ pub fn alive(pid: i32) -> bool {
 }
 
 /// Waits (bounded) until none of `pids` is alive; returns the survivors.
-pub async fn wait_all_dead(pids: &[i32]) -> Vec<i32> {
+pub(crate) async fn wait_all_dead(pids: &[i32]) -> Vec<i32> {
     let poll = async {
         while pids.iter().any(|pid| alive(*pid)) {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,9 +1,9 @@
 //! The Command backend: hands each task to an operator-provided dispatch command (payload on
 //! stdin) and treats its success as a hand-off to a remote runtime.
 
-pub mod config;
+mod config;
 mod executor;
-pub mod payload;
+mod payload;
 
-pub use config::CommandConfig;
+pub use config::{CommandConfig, DEFAULT_DISPATCH_TIMEOUT};
 pub use executor::{CommandError, CommandExecutor};

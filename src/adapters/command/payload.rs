@@ -6,11 +6,11 @@ use serde_json::{Map, Value, json};
 use crate::domain::{AgentConfig, Task, TaskSpec};
 
 /// Timestamp the reference emits for a missing `created_at`/`updated_at` (Go's zero time).
-pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+pub(super) const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// Builds the payload. Keys are always present; `sidecars` is `null` when there are none (as
 /// the reference); `env` is the task env as an object (last duplicate wins).
-pub fn dispatch_payload(spec: &TaskSpec, worker_id: &str, server_root_url: &str) -> Value {
+pub(super) fn dispatch_payload(spec: &TaskSpec, worker_id: &str, server_root_url: &str) -> Value {
     let env: Map<String, Value> = spec
         .env
         .iter()

@@ -3,10 +3,7 @@
 use std::time::Duration;
 
 use crate::adapters::control_plane::backoff::BackoffConfig;
-use crate::app::config::ApiKey;
-
-/// The default Warp endpoint.
-pub const DEFAULT_WS_URL: &str = "wss://oz.warp.dev/api/v1/selfhosted/worker/ws";
+use crate::domain::ApiKey;
 
 /// Everything [`super::WsTaskSource`] needs; nothing else is read.
 #[derive(Debug, Clone)]
@@ -57,6 +54,6 @@ impl WsConfig {
 }
 
 /// `oz-agent-worker/<crate version>`.
-pub fn default_user_agent() -> String {
+pub(super) fn default_user_agent() -> String {
     format!("oz-agent-worker/{}", env!("CARGO_PKG_VERSION"))
 }

@@ -16,7 +16,7 @@ use tracing::{debug, error, warn};
 
 use crate::adapters::control_plane::config::WsConfig;
 use crate::adapters::control_plane::decode::{Inbound, decode_frame};
-use crate::adapters::control_plane::outbox::{Outbox, next_message};
+use crate::adapters::control_plane::outbox::{Outbox, Outgoing, next_message};
 use crate::ports::ControlEvent;
 
 /// Why a connection ended.
@@ -118,7 +118,7 @@ pub(crate) async fn serve(
             message = next_message(&mut outbound) => {
                 let sent = tokio::time::timeout(
                     config.write_timeout,
-                    socket.send(Message::text(message.clone())),
+                    socket.send(Message::text(message.text.clone())),
                 ).await;
                 match sent {
                     Ok(Ok(())) => {
@@ -163,30 +163,8 @@ fn inbound_event(frame: &[u8], max_frame_size: usize) -> Option<ControlEvent> {
 
 /// Logs a written report by its type and task id only: a failure message can carry the tail of
 /// a task's output, so the frame itself never reaches the log, at any level.
-fn log_sent(message: &str) {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return;
-    }
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        #[serde(rename = "type")]
-        kind: String,
-        data: EnvelopeData,
-    }
-    #[derive(serde::Deserialize)]
-    struct EnvelopeData {
-        task_id: Option<String>,
-    }
-    match serde_json::from_str::<Envelope>(message) {
-        Ok(Envelope {
-            kind,
-            data: EnvelopeData {
-                task_id: Some(task_id),
-            },
-        }) => debug!(task_id = %task_id, bytes = message.len(), "WebSocket sent {kind}"),
-        Ok(Envelope { kind, .. }) => debug!(bytes = message.len(), "WebSocket sent {kind}"),
-        Err(_) => debug!(bytes = message.len(), "WebSocket sent a message"),
-    }
+fn log_sent(message: &Outgoing) {
+    debug!(task_id = %message.task_id, bytes = message.text.len(), "WebSocket sent {}", message.kind);
 }
 
 fn log_close(frame: Option<&CloseFrame>) {

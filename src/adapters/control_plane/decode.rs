@@ -1,41 +1,24 @@
-//! Classifies every inbound frame: an assignment, a cancellation, or a rejected frame with a
-//! specific reason. Pure and panic-free; the connection logs rejections.
+//! Turns inbound frames into domain values and domain reports into wire messages. The JSON
+//! itself is the `oz-protocol` crate's business; this file only maps between its DTOs and the
+//! domain, so neither side depends on the other's types.
 //!
-//! A rejected frame is logged once at warn with its reason and, when it can be extracted, the
-//! `task_id`. The raw frame is never logged at any level (assignments carry `env_vars`
-//! secrets), and reasons never quote a value from the frame, only field paths and JSON kinds.
-//! The connection survives every rejection.
-//!
-//! What the worker replies to each kind of frame (the reference replies nothing to a bad frame,
-//! and so do we: a `task_failed` is terminal on the server and a `task_rejected` re-queues a task
-//! that will fail the same way, so both need the server team's agreement first, spec §8 item 17):
-//!
-//! | Frame | Classified as | Worker reply |
-//! |---|---|---|
-//! | valid `task_assignment` | `Inbound::Assignment` | the app claims or rejects it |
-//! | valid `task_cancellation` | `Inbound::Cancellation` | none (the app cancels the task) |
-//! | larger than `max_frame_size` | `FrameRejection::TooLarge` | none |
-//! | not JSON, or invalid UTF-8 | `FrameRejection::InvalidJson` | none |
-//! | JSON but not an object | `FrameRejection::NotAnObject` | none |
-//! | no `type`, or `type` not a string | `FrameRejection::MissingType` | none |
-//! | unknown `type` (incl. `heartbeat`) | `FrameRejection::UnknownType` | none |
-//! | `data` missing, `null` or not an object | `FrameRejection::BadData` | none |
-//! | assignment with `task` missing or `null` | `FrameRejection::MissingTask` | none |
-//! | `task_id` missing, `null`, not a string or empty | `FrameRejection::MissingTaskId` | none |
-//! | a field of the wrong type (e.g. `15.0` for an integer) | `FrameRejection::WrongFieldType` | none |
+//! A rejected frame is logged by the connection once, at warn, with its reason and, when it
+//! could be read, the `task_id`; the raw frame never reaches a log line (assignments carry
+//! `env_vars` secrets).
 
-use std::fmt;
-
-use serde_json::Value;
-
-use crate::adapters::control_plane::protocol::{
-    AssignmentData, AssignmentError, TASK_ASSIGNMENT, TASK_CANCELLATION,
+use oz_protocol::{
+    AgentConfigDto, AssignmentData, FrameRejection, InstanceShapeDto, OwnerDto, Rejection,
+    ServerFrame, SidecarDto, TASK_STATE_CANCELLED, TaskDto, WorkerMessage, decode_server_frame,
 };
-use crate::domain::{Assignment, TaskId};
 
-/// What one inbound frame means.
+use crate::domain::{
+    AgentConfig, Assignment, AwsInference, InstanceShape, Owner, OwnerType, SidecarMount, Task,
+    TaskId, TaskReport,
+};
+
+/// What one inbound frame means to the worker.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// A well-formed assignment.
     Assignment(Box<Assignment>),
     /// A well-formed cancellation.
@@ -44,181 +27,161 @@ pub enum Inbound {
     Rejected(Rejection),
 }
 
-/// A rejected frame: the reason plus what could be extracted safely for the log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// Why the frame was rejected.
-    pub reason: FrameRejection,
-    /// The `task_id`, when the frame had a string one.
-    pub task_id: Option<String>,
-}
-
-/// Why a frame was rejected. No variant carries a value taken from the frame, except the
-/// (truncated) unknown message type.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameRejection {
-    /// Larger than the configured limit.
-    #[error("frame too large: {size} bytes, limit {limit} bytes")]
-    TooLarge {
-        /// The frame length.
-        size: usize,
-        /// The configured limit.
-        limit: usize,
-    },
-    /// Not valid JSON (or not UTF-8).
-    #[error("Failed to unmarshal message: {0}")]
-    InvalidJson(String),
-    /// Valid JSON, but not an object.
-    #[error("Failed to unmarshal message: the envelope is not a JSON object")]
-    NotAnObject,
-    /// `type` is absent or not a string.
-    #[error("Failed to unmarshal message: `type` is missing or not a string")]
-    MissingType,
-    /// A type this worker does not handle.
-    #[error("Unknown message type: {0}")]
-    UnknownType(String),
-    /// `data` is absent, `null`, or not an object.
-    #[error("Failed to unmarshal {kind}: `data` is {found}, expected an object")]
-    BadData {
-        /// The message type.
-        kind: &'static str,
-        /// What was found instead (`missing`, `null`, `a string`, ...).
-        found: &'static str,
-    },
-    /// An assignment whose `task` is absent or `null`.
-    #[error("Failed to unmarshal task assignment: data.task is missing or null")]
-    MissingTask,
-    /// `task_id` is absent, `null` or empty.
-    #[error("Failed to unmarshal {kind}: data.task_id is missing or empty")]
-    MissingTaskId {
-        /// The message type.
-        kind: &'static str,
-    },
-    /// A field has the wrong JSON type.
-    #[error("Failed to unmarshal {kind}: {path}: {detail}")]
-    WrongFieldType {
-        /// The message type.
-        kind: &'static str,
-        /// The field path, e.g. `data.task.agent_config_snapshot.idle_timeout_minutes`.
-        path: String,
-        /// What was wrong, without the value.
-        detail: String,
-    },
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.reason)
-    }
-}
-
-/// Longest unknown message type quoted in a log line.
-const MAX_TYPE_CHARS: usize = 64;
-
 /// Classifies one frame. `max_frame_size` bounds what is parsed at all.
-pub fn decode_frame(frame: &[u8], max_frame_size: usize) -> Inbound {
-    match classify(frame, max_frame_size) {
-        Ok(inbound) => inbound,
+pub(crate) fn decode_frame(frame: &[u8], max_frame_size: usize) -> Inbound {
+    match decode_server_frame(frame, max_frame_size) {
+        Ok(ServerFrame::Assignment(data)) => match assignment(*data) {
+            Ok(assignment) => Inbound::Assignment(Box::new(assignment)),
+            Err(reason) => Inbound::Rejected(Rejection {
+                reason,
+                task_id: None,
+            }),
+        },
+        Ok(ServerFrame::Cancellation(task_id)) => match TaskId::parse(task_id) {
+            Ok(task_id) => Inbound::Cancellation(task_id),
+            Err(_) => Inbound::Rejected(Rejection {
+                reason: FrameRejection::MissingTaskId {
+                    kind: "task cancellation",
+                },
+                task_id: None,
+            }),
+        },
         Err(rejection) => Inbound::Rejected(rejection),
     }
 }
 
-fn classify(frame: &[u8], max_frame_size: usize) -> Result<Inbound, Rejection> {
-    let reject = |reason| Rejection {
-        reason,
-        task_id: None,
-    };
-    if frame.len() > max_frame_size {
-        return Err(reject(FrameRejection::TooLarge {
-            size: frame.len(),
-            limit: max_frame_size,
-        }));
-    }
-    // serde_json syntax errors name a position, never the content.
-    let envelope: Value = serde_json::from_slice(frame)
-        .map_err(|err| reject(FrameRejection::InvalidJson(err.to_string())))?;
-    let Value::Object(mut envelope) = envelope else {
-        return Err(reject(FrameRejection::NotAnObject));
-    };
-    let kind = match envelope.get("type") {
-        Some(Value::String(kind)) => kind.clone(),
-        _ => return Err(reject(FrameRejection::MissingType)),
-    };
-    let kind: &'static str = match kind.as_str() {
-        TASK_ASSIGNMENT => "task assignment",
-        TASK_CANCELLATION => "task cancellation",
-        other => {
-            let shown: String = other.chars().take(MAX_TYPE_CHARS).collect();
-            return Err(reject(FrameRejection::UnknownType(shown)));
-        }
-    };
-    let data = match envelope.remove("data") {
-        Some(Value::Object(data)) => data,
-        other => {
-            let found = json_kind(other.as_ref());
-            return Err(reject(FrameRejection::BadData { kind, found }));
-        }
-    };
-    let task_id = match data.get("task_id") {
-        Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
-        _ => None,
-    };
-    let with_id = |reason| Rejection {
-        reason,
-        task_id: task_id.clone(),
-    };
-    if kind == "task cancellation" {
-        let id = task_id
-            .clone()
-            .and_then(|id| TaskId::parse(id).ok())
-            .ok_or_else(|| with_id(FrameRejection::MissingTaskId { kind }))?;
-        return Ok(Inbound::Cancellation(id));
-    }
-    let dto: AssignmentData =
-        serde_path_to_error::deserialize(Value::Object(data)).map_err(|err| {
-            let path = err.path().to_string();
-            with_id(FrameRejection::WrongFieldType {
-                kind,
-                path: format!("data.{path}"),
-                detail: sanitize(&err.into_inner().to_string()),
-            })
-        })?;
-    let assignment = Assignment::try_from(dto).map_err(|err| {
-        with_id(match err {
-            AssignmentError::MissingTaskId | AssignmentError::EmptyTaskId => {
-                FrameRejection::MissingTaskId { kind }
-            }
-            AssignmentError::MissingTask => FrameRejection::MissingTask,
-        })
-    })?;
-    Ok(Inbound::Assignment(Box::new(assignment)))
+/// An assignment from its DTO. `decode_server_frame` already rejects an empty `task_id` and a
+/// missing `task`; the checks here keep the conversion total on its own.
+fn assignment(data: AssignmentData) -> Result<Assignment, FrameRejection> {
+    let kind = "task assignment";
+    let task_id = TaskId::parse(data.task_id.unwrap_or_default())
+        .map_err(|_| FrameRejection::MissingTaskId { kind })?;
+    let task = data.task.ok_or(FrameRejection::MissingTask)?;
+    Ok(Assignment {
+        task_id,
+        execution_id: data.execution_id.unwrap_or_default(),
+        task: task.into(),
+        docker_image: data.docker_image,
+        sidecar_image: data.sidecar_image,
+        env_vars: data.env_vars.unwrap_or_default(),
+        additional_sidecars: data
+            .additional_sidecars
+            .unwrap_or_default()
+            .into_iter()
+            .map(SidecarMount::from)
+            .collect(),
+        additional_oz_args: data.additional_oz_args.unwrap_or_default(),
+        instance_shape: data.instance_shape.map(InstanceShape::from),
+    })
 }
 
-fn json_kind(value: Option<&Value>) -> &'static str {
-    match value {
-        None => "missing",
-        Some(Value::Null) => "null",
-        Some(Value::Bool(_)) => "a boolean",
-        Some(Value::Number(_)) => "a number",
-        Some(Value::String(_)) => "a string",
-        Some(Value::Array(_)) => "an array",
-        Some(Value::Object(_)) => "an object",
+/// The wire message for a report, with the Go worker's omissions: no `failure_reason` when it
+/// is empty, no `exit_code` when it is absent or 0, `task_state` only for a user cancellation.
+pub(crate) fn message(report: &TaskReport) -> WorkerMessage {
+    match report {
+        TaskReport::Claimed { task_id, worker_id } => WorkerMessage::TaskClaimed {
+            task_id: task_id.to_string(),
+            worker_id: worker_id.clone(),
+        },
+        TaskReport::Rejected { task_id, reason } => WorkerMessage::TaskRejected {
+            task_id: task_id.to_string(),
+            reason: reason.clone(),
+        },
+        TaskReport::Completed {
+            task_id,
+            message,
+            cancelled,
+        } => WorkerMessage::TaskCompleted {
+            task_id: task_id.to_string(),
+            message: message.clone(),
+            task_state: cancelled.then(|| TASK_STATE_CANCELLED.to_owned()),
+        },
+        TaskReport::Failed {
+            task_id,
+            message,
+            failure_reason,
+            exit_code,
+        } => WorkerMessage::TaskFailed {
+            task_id: task_id.to_string(),
+            message: message.clone(),
+            failure_reason: Some(failure_reason.as_str())
+                .filter(|reason| !reason.is_empty())
+                .map(str::to_owned),
+            exit_code: exit_code.filter(|code| *code != 0).map(i64::from),
+        },
     }
 }
 
-/// Drops any literal value from a serde error message, keeping only its kind:
-/// ``invalid type: string "s3cr3t", expected i64`` becomes `invalid type: string, expected i64`.
-pub(crate) fn sanitize(message: &str) -> String {
-    for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            let (found, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, "?"));
-            let found_kind = found.split(['`', '"']).next().unwrap_or_default().trim();
-            return format!("{prefix}{found_kind}, expected {expected}");
+impl From<TaskDto> for Task {
+    fn from(dto: TaskDto) -> Self {
+        Task {
+            id: dto.id.unwrap_or_default(),
+            title: dto.title.unwrap_or_default(),
+            prompt: dto.task_definition.and_then(|d| d.prompt),
+            created_at: dto.created_at,
+            updated_at: dto.updated_at,
+            owner: dto.owner.map(Owner::from),
+            agent_config: dto.agent_config_snapshot.map(AgentConfig::from),
+            agent_conversation_id: dto.agent_conversation_id,
         }
     }
-    if message.contains('"') {
-        "invalid value".to_owned()
-    } else {
-        message.to_owned()
+}
+
+impl From<OwnerDto> for Owner {
+    fn from(dto: OwnerDto) -> Self {
+        Owner {
+            kind: OwnerType::from_wire(dto.kind.as_deref().unwrap_or_default()),
+            id: dto.id.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<AgentConfigDto> for AgentConfig {
+    fn from(dto: AgentConfigDto) -> Self {
+        AgentConfig {
+            environment_id: dto.environment_id,
+            base_prompt: dto.base_prompt,
+            model_id: dto.model_id,
+            profile_id: dto.profile_id,
+            skill_spec: dto.skill_spec,
+            mcp_servers: dto.mcp_servers.unwrap_or_default(),
+            computer_use_enabled: dto.computer_use_enabled,
+            idle_timeout_minutes: dto.idle_timeout_minutes,
+            harness_type: dto.harness.map(|h| h.kind.unwrap_or_default()),
+            claude_auth_secret_name: dto
+                .harness_auth_secrets
+                .and_then(|s| s.claude_auth_secret_name),
+            aws_inference: dto
+                .inference_providers
+                .and_then(|p| p.aws)
+                .map(|aws| AwsInference {
+                    disabled: aws.disabled.unwrap_or_default(),
+                    role_arn: aws.role_arn.unwrap_or_default(),
+                    region: aws.region.unwrap_or_default(),
+                }),
+            public_access: dto.session_sharing.and_then(|s| s.public_access),
+            snapshot_disabled: dto.snapshot_disabled,
+            snapshot_upload_timeout_secs: dto.snapshot_upload_timeout_secs,
+            snapshot_script_timeout_secs: dto.snapshot_script_timeout_secs,
+        }
+    }
+}
+
+impl From<SidecarDto> for SidecarMount {
+    fn from(dto: SidecarDto) -> Self {
+        SidecarMount {
+            image: dto.image.unwrap_or_default(),
+            mount_path: dto.mount_path.unwrap_or_default(),
+            read_write: dto.read_write.unwrap_or(false),
+        }
+    }
+}
+
+impl From<InstanceShapeDto> for InstanceShape {
+    fn from(dto: InstanceShapeDto) -> Self {
+        InstanceShape {
+            vcpus: dto.vcpus,
+            memory_gb: dto.memory_gb,
+        }
     }
 }

@@ -6,15 +6,14 @@
 //! frames into [`ControlEvent`]s, and writes reports from a queue shared by every connection:
 //! a report leaves the queue only once written, so terminal reports survive reconnects.
 //! Reconnects back off exponentially with jitter and do not reset after short-lived
-//! connections. Only this module knows the wire protocol (`protocol.rs`).
+//! connections. Only this module speaks the wire protocol (through the `oz-protocol` crate).
 //!
 //! Bad frames are logged and ignored; see [`decode`] for the table of what the worker replies.
 
-pub mod backoff;
-pub mod config;
-pub mod decode;
-pub mod handshake;
-pub mod protocol;
+mod backoff;
+mod config;
+mod decode;
+mod handshake;
 
 mod connection;
 mod outbox;
@@ -39,7 +38,7 @@ pub use handshake::{UrlError, worker_url};
 use crate::domain::TaskReport;
 use crate::ports::{ControlEvent, SourceError, TaskSource};
 use connection::ConnectionEnd;
-use outbox::Outbox;
+use outbox::{Outbox, Outgoing};
 
 /// Why a [`WsConfig`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,7 +196,7 @@ impl TaskSource for WsTaskSource {
         if self.stopped.load(Ordering::SeqCst) {
             return Err(SourceError::Closed);
         }
-        self.outbox.push(protocol::encode_report(&report));
+        self.outbox.push(Outgoing::from(&decode::message(&report)));
         Ok(())
     }
 

@@ -5,12 +5,34 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use oz_protocol::WorkerMessage;
 use tokio::sync::watch;
+
+/// One encoded report, with what a log line may say about it.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    /// The wire `type`.
+    pub(crate) kind: &'static str,
+    /// The run it is about.
+    pub(crate) task_id: String,
+    /// The frame text.
+    pub(crate) text: String,
+}
+
+impl From<&WorkerMessage> for Outgoing {
+    fn from(message: &WorkerMessage) -> Self {
+        Self {
+            kind: message.kind(),
+            task_id: message.task_id().to_owned(),
+            text: message.encode(),
+        }
+    }
+}
 
 /// The shared queue. Only the connection currently writing pops from it.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    queue: watch::Sender<VecDeque<String>>,
+    queue: watch::Sender<VecDeque<Outgoing>>,
 }
 
 impl Outbox {
@@ -21,12 +43,12 @@ impl Outbox {
     }
 
     /// Appends a message. Never blocks.
-    pub(crate) fn push(&self, message: String) {
+    pub(crate) fn push(&self, message: Outgoing) {
         self.queue.send_modify(|queue| queue.push_back(message));
     }
 
     /// A receiver that is notified of every change.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<VecDeque<String>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<VecDeque<Outgoing>> {
         self.queue.subscribe()
     }
 
@@ -52,7 +74,7 @@ impl Outbox {
 }
 
 /// Waits for the front message: returns it at once when the queue is non-empty.
-pub(crate) async fn next_message(rx: &mut watch::Receiver<VecDeque<String>>) -> String {
+pub(crate) async fn next_message(rx: &mut watch::Receiver<VecDeque<Outgoing>>) -> Outgoing {
     loop {
         if let Some(front) = rx.borrow_and_update().front() {
             return front.clone();

@@ -6,9 +6,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::backoff::{Backoff, BackoffConfig, InvalidBackoff};
-use super::decode::{FrameRejection, Inbound, decode_frame, sanitize};
+use oz_protocol::decode::sanitize;
+use oz_protocol::{FrameRejection, WorkerMessage};
+
+use super::decode::{Inbound, decode_frame};
 use super::handshake::{UrlError, worker_url};
-use super::protocol::{WorkerMessage, encode_report};
 use crate::domain::{FailureReason, OwnerType, TaskId, TaskReport};
 
 const LIMIT: usize = 1024 * 1024;
@@ -81,7 +83,11 @@ fn every_outbound_message_matches_its_golden_json() {
         ),
     ];
     for (report, golden) in cases {
-        assert_eq!(encode_report(&report), golden, "{report:?}");
+        assert_eq!(
+            super::decode::message(&report).encode(),
+            golden,
+            "{report:?}"
+        );
     }
 }
 
@@ -93,7 +99,7 @@ fn outbound_messages_decode_on_the_server_side() {
         failure_reason: FailureReason::ImagePull,
         exit_code: Some(2),
     };
-    let decoded = WorkerMessage::parse(&encode_report(&report)).unwrap();
+    let decoded = WorkerMessage::parse(&super::decode::message(&report).encode()).unwrap();
     assert_eq!(
         decoded,
         WorkerMessage::TaskFailed {
@@ -425,7 +431,7 @@ fn only_ws_and_wss_urls_are_accepted() {
 
 #[test]
 fn the_reference_timers_are_the_defaults() {
-    let config = super::WsConfig::new("wss://h/p", "w", crate::app::config::ApiKey::new("k"));
+    let config = super::WsConfig::new("wss://h/p", "w", crate::domain::ApiKey::new("k"));
     assert_eq!(config.ping_interval, Duration::from_secs(30));
     assert_eq!(config.pong_wait, Duration::from_secs(60));
     assert_eq!(config.write_timeout, Duration::from_secs(10));
@@ -450,7 +456,7 @@ mod liveness {
 
     use super::super::connection::{ConnectionEnd, serve};
     use super::super::outbox::Outbox;
-    use crate::app::config::ApiKey;
+    use crate::domain::ApiKey;
 
     async fn pipe() -> (
         WebSocketStream<tokio::io::DuplexStream>,

@@ -28,7 +28,7 @@ use crate::ports::executor::Executor;
 /// The engine endpoint when `DOCKER_HOST` is unset.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// How long the start-up ping may take.
-pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the Docker backend could not start.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 //! digest-keyed volumes ([`sidecar`]), and runs one labelled container ([`container`],
 //! [`labels`]).
 
-pub mod config;
+mod config;
 pub mod container;
 mod credentials;
 mod executor;

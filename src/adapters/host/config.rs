@@ -8,7 +8,7 @@ use crate::domain::env::EnvList;
 /// Default `workspace_root`.
 pub const DEFAULT_WORKSPACE_ROOT: &str = "/var/lib/oz/workspaces";
 /// Default grace period between SIGTERM and SIGKILL when a task is cancelled.
-pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// The Direct backend's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! backends §3), with setup/teardown hooks, process-group supervision and captured, redacted
 //! output. Knows nothing about the control plane or the supervisor.
 
-pub mod config;
+mod config;
 mod dotenv;
 mod environment;
 mod executor;
@@ -14,7 +14,7 @@ mod workspace;
 #[cfg(test)]
 mod tests;
 
-pub use config::DirectConfig;
+pub use config::{DEFAULT_WORKSPACE_ROOT, DirectConfig};
 pub use environment::{AGENT_HOST_VARS, API_KEY_VAR, BACKEND_NAME, HostEnv};
 pub use executor::{HostError, HostExecutor};
 pub use run::{NOT_REDACTED, TEARDOWN_AFTER_CANCEL, TEARDOWN_KILL_GRACE};

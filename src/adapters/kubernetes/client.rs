@@ -48,7 +48,7 @@ pub enum KubeError {
 
 /// A client plus the count of API requests it has sent.
 #[derive(Clone)]
-pub struct CountingClient {
+pub(super) struct CountingClient {
     /// The client.
     pub client: Client,
     /// Requests sent so far.
@@ -59,7 +59,7 @@ pub struct CountingClient {
 
 impl CountingClient {
     /// Requests sent so far.
-    pub fn requests(&self) -> u64 {
+    pub(super) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 }
@@ -69,7 +69,7 @@ impl CountingClient {
 ///
 /// # Errors
 /// [`KubeError::ClientConfig`] naming the source that failed.
-pub async fn client_config(config: &KubernetesConfig) -> Result<Config, KubeError> {
+pub(super) async fn client_config(config: &KubernetesConfig) -> Result<Config, KubeError> {
     let loaded = if let Some(path) = &config.kubeconfig {
         let kubeconfig = Kubeconfig::read_from(path)
             .map_err(|e| KubeError::ClientConfig(format!("kubeconfig {}: {e}", path.display())))?;
@@ -97,7 +97,7 @@ pub async fn client_config(config: &KubernetesConfig) -> Result<Config, KubeErro
 ///
 /// # Errors
 /// [`KubeError::ClientConfig`] when the TLS or auth settings cannot be used.
-pub fn counting_client(config: Config) -> Result<CountingClient, KubeError> {
+pub(super) fn counting_client(config: Config) -> Result<CountingClient, KubeError> {
     let server = config.cluster_url.to_string();
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
@@ -117,7 +117,7 @@ pub fn counting_client(config: Config) -> Result<CountingClient, KubeError> {
 }
 
 /// The API server's own words for an error: the Status message when there is one.
-pub fn api_message(error: &kube::Error) -> String {
+pub(super) fn api_message(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if !status.message.is_empty() => {
             format!("{} ({})", status.message, status.code)
@@ -127,7 +127,7 @@ pub fn api_message(error: &kube::Error) -> String {
 }
 
 /// The HTTP status of an API error, if it is one.
-pub fn api_code(error: &kube::Error) -> Option<u16> {
+pub(super) fn api_code(error: &kube::Error) -> Option<u16> {
     match error {
         kube::Error::Api(status) => Some(status.code),
         _ => None,

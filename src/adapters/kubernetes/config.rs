@@ -7,11 +7,11 @@ use std::time::Duration;
 use crate::domain::env::EnvList;
 
 /// Default `namespace`.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub(super) const DEFAULT_NAMESPACE: &str = "default";
 /// Default `preflight_image`.
-pub const DEFAULT_PREFLIGHT_IMAGE: &str = "busybox:1.36";
+pub(super) const DEFAULT_PREFLIGHT_IMAGE: &str = "busybox:1.36";
 /// Default `unschedulable_timeout`.
-pub const DEFAULT_UNSCHEDULABLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_UNSCHEDULABLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `active_deadline_seconds` when the config sets none (8 h, as the reference's chart).
 pub const DEFAULT_ACTIVE_DEADLINE_SECONDS: i64 = 28_800;
 /// Default `ttl_seconds_after_finished` when cleanup is on.

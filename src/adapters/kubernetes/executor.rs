@@ -27,7 +27,7 @@ use crate::domain::{Exit, FailureReason, TaskFailure};
 use crate::ports::executor::{Executor, TaskSpec};
 
 /// Default period of the safety-net resync (GET the Job, LIST its pods).
-pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// Bound on the deletes done after a task ends.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the pod output written to the worker log per container.
@@ -290,7 +290,7 @@ fn validate(config: &KubernetesConfig) -> Result<PodSpec, KubeError> {
 
 /// A Kubernetes quantity: a decimal number, then an optional suffix (`Ki`…`Ei`, `n`…`E`, or an
 /// exponent `e3`).
-pub fn is_quantity(raw: &str) -> bool {
+pub(super) fn is_quantity(raw: &str) -> bool {
     let digits_end = raw
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
         .unwrap_or(raw.len());

@@ -19,7 +19,7 @@ const FATAL_WAITING: [&str; 5] = [
 
 /// What the Job's conditions say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobState {
+pub(super) enum JobState {
     /// Neither `Complete` nor `Failed` yet.
     Running,
     /// `Complete=True`.
@@ -34,7 +34,7 @@ pub enum JobState {
 }
 
 /// Reads the Job's terminal conditions.
-pub fn job_state(job: &Job) -> JobState {
+pub(super) fn job_state(job: &Job) -> JobState {
     let conditions = job
         .status
         .as_ref()
@@ -57,7 +57,12 @@ pub fn job_state(job: &Job) -> JobState {
 
 /// The failure of a Job whose pods showed no more specific one: `active_deadline` when the
 /// condition mentions a deadline, else `job_failed`.
-pub fn job_failure(job_name: &str, namespace: &str, reason: &str, message: &str) -> TaskFailure {
+pub(super) fn job_failure(
+    job_name: &str,
+    namespace: &str,
+    reason: &str,
+    message: &str,
+) -> TaskFailure {
     let text = format!("{reason} {message}").to_lowercase();
     let kind = if text.contains("deadline") {
         FailureReason::ActiveDeadline
@@ -74,7 +79,7 @@ pub fn job_failure(job_name: &str, namespace: &str, reason: &str, message: &str)
 
 /// The result of inspecting one pod's status (steps 1-4 of spec §2.6).
 #[derive(Debug, Clone, PartialEq)]
-pub enum PodCheck {
+pub(super) enum PodCheck {
     /// The pod shows a failure.
     Failed(TaskFailure),
     /// The pod is unschedulable and will time out after this long (wake up then).
@@ -88,7 +93,11 @@ pub enum PodCheck {
 
 /// Inspects a pod's status: eviction, init containers (restartable sidecars' exit codes are
 /// ignored), containers, then the unschedulable timeout (`now` − creation ≥ `timeout`).
-pub fn inspect_pod(pod: &Pod, now: Timestamp, unschedulable_timeout: Option<Duration>) -> PodCheck {
+pub(super) fn inspect_pod(
+    pod: &Pod,
+    now: Timestamp,
+    unschedulable_timeout: Option<Duration>,
+) -> PodCheck {
     let Some(status) = pod.status.as_ref() else {
         return PodCheck::Fine {
             events_needed: false,
@@ -165,7 +174,7 @@ pub fn inspect_pod(pod: &Pod, now: Timestamp, unschedulable_timeout: Option<Dura
 /// Steps 5-6 of spec §2.6, for a pod whose status showed nothing: a `FailedMount` event (or
 /// `MountVolume.SetUp failed`) → `volume_mount`; then phase `Failed` → `active_deadline` or
 /// `job_failed`.
-pub fn inspect_pod_events(pod: &Pod, events: &[Event]) -> Option<TaskFailure> {
+pub(super) fn inspect_pod_events(pod: &Pod, events: &[Event]) -> Option<TaskFailure> {
     let mount = events.iter().find(|e| {
         e.reason.as_deref() == Some("FailedMount")
             || e.message
@@ -206,7 +215,7 @@ pub fn inspect_pod_events(pod: &Pod, events: &[Event]) -> Option<TaskFailure> {
 }
 
 /// 128 + signal when the container died of a signal, else its exit code.
-pub fn exit_code(exit_code: i32, signal: Option<i32>) -> i32 {
+pub(super) fn exit_code(exit_code: i32, signal: Option<i32>) -> i32 {
     match signal {
         Some(s) if s > 0 => 128 + s,
         _ => exit_code,
@@ -279,7 +288,7 @@ fn container_failure(
 }
 
 /// "pod <pod> (namespace <ns>[, job <job>])".
-pub fn pod_context(pod: &Pod) -> String {
+pub(super) fn pod_context(pod: &Pod) -> String {
     let name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     match pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")) {

@@ -18,18 +18,18 @@ use super::template::{TASK_CONTAINER, merge_task_container};
 use crate::domain::{FailureReason, InstanceShape, TaskFailure, TaskSpec};
 
 /// Where the workspace is mounted.
-pub const WORKSPACE: &str = "/workspace";
+pub(super) const WORKSPACE: &str = "/workspace";
 /// The env file the setup container may write and the wrapper sources.
-pub const ENV_FILE: &str = "/workspace/.oz-env";
+pub(super) const ENV_FILE: &str = "/workspace/.oz-env";
 /// The `/bin/sh -c` wrapper of the task container: sources the env file, then exec's the
 /// sidecar entrypoint so signals reach it.
-pub const WRAPPER: &str = "if [ -f \"$OZ_ENVIRONMENT_FILE\" ]; then set -a; . \"$OZ_ENVIRONMENT_FILE\"; set +a; fi; exec /agent/entrypoint.sh \"$@\"";
+pub(super) const WRAPPER: &str = "if [ -f \"$OZ_ENVIRONMENT_FILE\" ]; then set -a; . \"$OZ_ENVIRONMENT_FILE\"; set +a; fi; exec /agent/entrypoint.sh \"$@\"";
 /// The copy script of a `copy-sidecar-<i>` init container.
-pub const COPY_SCRIPT: &str = "tar -C / -cf - --exclude=./target --exclude=./proc --exclude=./sys --exclude=./dev --exclude=./.dockerenv --exclude=./var/run/secrets --exclude=./run/secrets . | tar --no-same-owner --no-same-permissions -C /target -xf -";
+pub(super) const COPY_SCRIPT: &str = "tar -C / -cf - --exclude=./target --exclude=./proc --exclude=./sys --exclude=./dev --exclude=./.dockerenv --exclude=./var/run/secrets --exclude=./run/secrets . | tar --no-same-owner --no-same-permissions -C /target -xf -";
 
 /// The objects created for one task.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskObjects {
+pub(super) struct TaskObjects {
     /// The Job.
     pub job: Job,
     /// The Secret holding the task env values the Job references (same name as the Job).
@@ -41,7 +41,7 @@ pub struct TaskObjects {
 /// # Errors
 /// `sidecar_prep` for an invalid sidecar list (empty image or mount path, `/workspace`,
 /// duplicates, read-write in image-volume mode).
-pub fn task_objects(
+pub(super) fn task_objects(
     config: &KubernetesConfig,
     template: &PodSpec,
     spec: &TaskSpec,
@@ -188,7 +188,7 @@ pub fn task_objects(
 /// Order, later winning at the first position: the spec's env (core-injected and server
 /// `env_vars`, possibly secret: referenced from the Secret), then `-e` entries sorted by key,
 /// then `OZ_ENVIRONMENT_FILE`, `OZ_WORKSPACE_ROOT`, `OZ_WORKER_BACKEND`, `OZ_RUN_ID` (plain).
-pub fn task_env(
+pub(super) fn task_env(
     config: &KubernetesConfig,
     spec: &TaskSpec,
     secret_name: &str,
@@ -256,7 +256,7 @@ pub fn task_env(
 }
 
 /// Requests = limits for each positive axis of the shape (cpu in cores, memory in GiB).
-pub fn shape_resources(shape: &InstanceShape) -> Option<ResourceRequirements> {
+pub(super) fn shape_resources(shape: &InstanceShape) -> Option<ResourceRequirements> {
     let mut amounts = BTreeMap::new();
     if let Some(vcpus) = shape.vcpus.filter(|v| *v > 0) {
         amounts.insert("cpu".to_owned(), Quantity(vcpus.to_string()));

@@ -3,19 +3,22 @@
 //! `client`/`preflight`, the Job spec in `job`/`template`/`names`, the outcome in
 //! `watch`/`failure`. Jobs survive a worker restart.
 
-pub mod client;
-pub mod config;
-pub mod executor;
-pub mod failure;
-pub mod job;
+mod client;
+mod config;
+mod executor;
+mod failure;
+mod job;
 pub mod names;
-pub mod preflight;
-pub mod template;
-pub mod watch;
+mod preflight;
+mod template;
+mod watch;
 
 #[cfg(test)]
 mod tests;
 
 pub use client::KubeError;
-pub use config::{ImagePullPolicy, KubernetesConfig};
+pub use config::{
+    DEFAULT_ACTIVE_DEADLINE_SECONDS, DEFAULT_TTL_SECONDS_AFTER_FINISHED, ImagePullPolicy,
+    KubernetesConfig,
+};
 pub use executor::KubernetesExecutor;

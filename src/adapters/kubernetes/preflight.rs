@@ -26,7 +26,7 @@ use super::names::short_hash;
 
 /// Every permission the worker needs in its namespace: (API group, resource, verbs). Kept in
 /// step with docs/kubernetes-rbac.yaml.
-pub const REQUIRED_PERMISSIONS: [(&str, &str, &[&str]); 5] = [
+pub(super) const REQUIRED_PERMISSIONS: [(&str, &str, &[&str]); 5] = [
     (
         "batch",
         "jobs",
@@ -46,7 +46,7 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// # Errors
 /// [`KubeError::Unreachable`], [`KubeError::Rbac`], [`KubeError::MissingNamespace`] or
 /// [`KubeError::Preflight`], each with the server's own words.
-pub async fn preflight(
+pub(super) async fn preflight(
     client: &CountingClient,
     config: &KubernetesConfig,
     template: &PodSpec,
@@ -116,7 +116,7 @@ pub async fn preflight(
 ///
 /// # Errors
 /// [`KubeError::Config`] when `preflight_resources` is not a ResourceRequirements.
-pub fn preflight_job(
+pub(super) fn preflight_job(
     config: &KubernetesConfig,
     template: &PodSpec,
     name: &str,
@@ -184,7 +184,7 @@ pub fn preflight_job(
 ///
 /// # Errors
 /// [`KubeError::Config`] naming the field.
-pub fn preflight_resources(
+pub(super) fn preflight_resources(
     raw: Option<&serde_json::Value>,
 ) -> Result<ResourceRequirements, KubeError> {
     if let Some(raw) = raw {

@@ -4,13 +4,13 @@
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, ResourceRequirements};
 
 /// The name of the main container; a template container with this name is customised.
-pub const TASK_CONTAINER: &str = "task";
+pub(super) const TASK_CONTAINER: &str = "task";
 
 /// Parses `pod_template` into a PodSpec (unknown fields are ignored, as the reference does).
 ///
 /// # Errors
 /// A message naming `pod_template` and what did not fit the PodSpec schema.
-pub fn parse_pod_template(raw: Option<&serde_json::Value>) -> Result<PodSpec, String> {
+pub(super) fn parse_pod_template(raw: Option<&serde_json::Value>) -> Result<PodSpec, String> {
     match raw {
         None | Some(serde_json::Value::Null) => Ok(PodSpec::default()),
         Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
@@ -27,7 +27,7 @@ pub fn parse_pod_template(raw: Option<&serde_json::Value>) -> Result<PodSpec, St
 /// template's order with the worker's entries overriding by name and new names appended;
 /// lifecycle is replaced only when the worker sets one (a teardown is configured); resources
 /// are merged per resource name; every other field of the template's container is kept.
-pub fn merge_task_container(pod: &mut PodSpec, worker: Container) {
+pub(super) fn merge_task_container(pod: &mut PodSpec, worker: Container) {
     match pod.containers.iter_mut().find(|c| c.name == TASK_CONTAINER) {
         Some(existing) => overlay(existing, worker),
         None => pod.containers.push(worker),
@@ -60,7 +60,7 @@ fn overlay(base: &mut Container, worker: Container) {
 
 /// `base` in order, each entry replaced by the overriding entry of the same name; new names
 /// appended in `overrides` order.
-pub fn merge_env(mut base: Vec<EnvVar>, overrides: Vec<EnvVar>) -> Vec<EnvVar> {
+pub(super) fn merge_env(mut base: Vec<EnvVar>, overrides: Vec<EnvVar>) -> Vec<EnvVar> {
     for var in overrides {
         match base.iter_mut().find(|b| b.name == var.name) {
             Some(slot) => *slot = var,
@@ -71,7 +71,7 @@ pub fn merge_env(mut base: Vec<EnvVar>, overrides: Vec<EnvVar>) -> Vec<EnvVar> {
 }
 
 /// Requests and limits merged per resource name, `overrides` winning.
-pub fn merge_resources(
+pub(super) fn merge_resources(
     base: Option<ResourceRequirements>,
     overrides: ResourceRequirements,
 ) -> ResourceRequirements {

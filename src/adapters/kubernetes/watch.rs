@@ -20,7 +20,7 @@ use crate::domain::{FailureReason, TaskFailure};
 
 /// How a watched task ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// The Job is `Complete`.
     Succeeded,
     /// A pod or the Job failed.
@@ -38,7 +38,7 @@ const MIN_REOPEN: Duration = Duration::from_secs(1);
 type EventStream<K> = Pin<Box<dyn Stream<Item = kube::Result<WatchEvent<K>>> + Send>>;
 
 /// The APIs and identity of one task Job.
-pub struct JobWatch {
+pub(super) struct JobWatch {
     /// Jobs in the namespace.
     pub jobs: Api<Job>,
     /// Pods in the namespace.
@@ -64,7 +64,7 @@ enum Step {
 
 impl JobWatch {
     /// Waits until the Job completes, a failure shows, or `cancel` fires.
-    pub async fn outcome(&self, cancel: &CancellationToken) -> Outcome {
+    pub(super) async fn outcome(&self, cancel: &CancellationToken) -> Outcome {
         let mut job_stream: Option<EventStream<Job>> = None;
         let mut pod_stream: Option<EventStream<Pod>> = None;
         let (mut job_version, mut pod_version) = (String::new(), String::new());

@@ -40,70 +40,70 @@ const fn spec(
 }
 
 /// `oz_worker_connected`.
-pub const CONNECTED: InstrumentSpec = spec(
+pub(super) const CONNECTED: InstrumentSpec = spec(
     "oz_worker_connected",
     "gauge",
     "",
     "1 while the worker has an active WebSocket connection to warp-server, 0 otherwise.",
 );
 /// `oz_worker_tasks_active`.
-pub const TASKS_ACTIVE: InstrumentSpec = spec(
+pub(super) const TASKS_ACTIVE: InstrumentSpec = spec(
     "oz_worker_tasks_active",
     "up_down_counter",
     "",
     "Number of tasks the worker is currently executing.",
 );
 /// `oz_worker_tasks_max_concurrent`.
-pub const MAX_CONCURRENT: InstrumentSpec = spec(
+pub(super) const MAX_CONCURRENT: InstrumentSpec = spec(
     "oz_worker_tasks_max_concurrent",
     "gauge",
     "",
     "Configured upper bound on concurrent tasks for this worker. 0 means unlimited.",
 );
 /// `oz_worker_tasks_claimed_total`.
-pub const CLAIMED: InstrumentSpec = spec(
+pub(super) const CLAIMED: InstrumentSpec = spec(
     "oz_worker_tasks_claimed_total",
     "counter",
     "",
     "Total tasks the worker has claimed since process start.",
 );
 /// `oz_worker_tasks_rejected_total{reason}`.
-pub const REJECTED: InstrumentSpec = spec(
+pub(super) const REJECTED: InstrumentSpec = spec(
     "oz_worker_tasks_rejected_total",
     "counter",
     "",
     "Total tasks the worker has rejected since process start.",
 );
 /// `oz_worker_tasks_completed_total{result}`.
-pub const COMPLETED: InstrumentSpec = spec(
+pub(super) const COMPLETED: InstrumentSpec = spec(
     "oz_worker_tasks_completed_total",
     "counter",
     "",
     "Total tasks the worker has finished, labeled by terminal result.",
 );
 /// `oz_worker_task_duration_seconds{result}`.
-pub const DURATION: InstrumentSpec = spec(
+pub(super) const DURATION: InstrumentSpec = spec(
     "oz_worker_task_duration_seconds",
     "histogram",
     "s",
     "Wall-clock duration of task execution on the worker, labeled by terminal result.",
 );
 /// `oz_worker_task_failures_total{phase,reason}`.
-pub const FAILURES: InstrumentSpec = spec(
+pub(super) const FAILURES: InstrumentSpec = spec(
     "oz_worker_task_failures_total",
     "counter",
     "",
     "Task failures labeled by bounded execution phase and reason.",
 );
 /// `oz_worker_websocket_reconnects_total{reason}`.
-pub const RECONNECTS: InstrumentSpec = spec(
+pub(super) const RECONNECTS: InstrumentSpec = spec(
     "oz_worker_websocket_reconnects_total",
     "counter",
     "",
     "Total WebSocket reconnect attempts since process start.",
 );
 /// `oz_worker_info{version,backend,worker_id}`.
-pub const INFO: InstrumentSpec = spec(
+pub(super) const INFO: InstrumentSpec = spec(
     "oz_worker_info",
     "gauge",
     "",

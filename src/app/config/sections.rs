@@ -12,11 +12,11 @@ use super::duration::parse_go_duration;
 use super::file::{RawCommand, RawDirect, RawDocker, RawEnvEntry, RawFile, RawKubernetes};
 use super::validate::{EnvLookup, Findings};
 use crate::adapters::command::CommandConfig;
-use crate::adapters::command::config::DEFAULT_DISPATCH_TIMEOUT;
-use crate::adapters::docker::config::{DockerConfig, PullPolicy};
+use crate::adapters::command::DEFAULT_DISPATCH_TIMEOUT;
+use crate::adapters::docker::{DockerConfig, PullPolicy};
+use crate::adapters::host::DEFAULT_WORKSPACE_ROOT;
 use crate::adapters::host::DirectConfig;
-use crate::adapters::host::config::DEFAULT_WORKSPACE_ROOT;
-use crate::adapters::kubernetes::config::{
+use crate::adapters::kubernetes::{
     DEFAULT_ACTIVE_DEADLINE_SECONDS, DEFAULT_TTL_SECONDS_AFTER_FINISHED,
 };
 use crate::adapters::kubernetes::{ImagePullPolicy, KubernetesConfig};

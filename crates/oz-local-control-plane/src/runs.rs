@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::ConnectionId;
-use crate::adapters::control_plane::protocol::{TASK_STATE_CANCELLED, WorkerMessage};
+use oz_protocol::{TASK_STATE_CANCELLED, WorkerMessage};
 
 /// The state of a run, spelled as in the public API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -77,7 +77,7 @@ impl RunState {
 
 /// What a run was created with (already validated by the API layer).
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewRun {
+pub(crate) struct NewRun {
     /// The prompt.
     pub prompt: String,
     /// The title.
@@ -94,7 +94,7 @@ pub struct NewRun {
 
 /// One run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Run {
+pub(crate) struct Run {
     /// `run_id` (also the `task_id`).
     pub id: String,
     /// Creation order, from 1.
@@ -126,7 +126,7 @@ pub struct Run {
 
 /// Why a cancel request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CancelError {
+pub(crate) enum CancelError {
     /// No run with that id.
     NotFound,
     /// The run is already terminal, in this state.
@@ -135,7 +135,7 @@ pub enum CancelError {
 
 /// What the server must do after a cancel request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CancelAction {
+pub(crate) enum CancelAction {
     /// The run was only queued: it is now `CANCELLED`, nothing to send.
     CancelledInQueue,
     /// Send a `task_cancellation` on this connection, which holds the run; the worker reports
@@ -149,7 +149,7 @@ pub enum CancelAction {
 
 /// What the server must do after a message from a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reaction {
+pub(crate) enum Reaction {
     /// The message moved its run on.
     Applied,
     /// It names no run of this store (e.g. a hand-made assignment) or arrives after the run
@@ -162,7 +162,7 @@ pub enum Reaction {
 
 /// All runs, in memory.
 #[derive(Debug)]
-pub struct RunStore {
+pub(crate) struct RunStore {
     runs: BTreeMap<String, Run>,
     next_seq: u64,
     retry_delay: Duration,
@@ -171,7 +171,7 @@ pub struct RunStore {
 
 impl RunStore {
     /// An empty store; rejected runs wait `retry_delay` before being offered again.
-    pub fn new(retry_delay: Duration) -> Self {
+    pub(crate) fn new(retry_delay: Duration) -> Self {
         Self {
             runs: BTreeMap::new(),
             next_seq: 1,
@@ -181,7 +181,7 @@ impl RunStore {
     }
 
     /// Adds a `QUEUED` run created at `now_us` and returns it.
-    pub fn create(&mut self, spec: NewRun, now_us: u64) -> Run {
+    pub(crate) fn create(&mut self, spec: NewRun, now_us: u64) -> Run {
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = format!("run-{seq:06}-{:08x}", fastrand::u32(..));
@@ -206,12 +206,12 @@ impl RunStore {
     }
 
     /// The run with this id.
-    pub fn get(&self, id: &str) -> Option<&Run> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Run> {
         self.runs.get(id)
     }
 
     /// Every run, oldest first.
-    pub fn all(&self) -> Vec<&Run> {
+    pub(crate) fn all(&self) -> Vec<&Run> {
         let mut runs: Vec<&Run> = self.runs.values().collect();
         runs.sort_by_key(|run| run.seq);
         runs
@@ -220,7 +220,7 @@ impl RunStore {
     /// Picks, for each queued run due at `now` whose worker id has an open connection in
     /// `workers` (connection → worker id), the least-loaded such connection (rotating among
     /// ties), marks it sent and returns `(run id, connection)` pairs in creation order.
-    pub fn offers(
+    pub(crate) fn offers(
         &mut self,
         now: Instant,
         workers: &BTreeMap<ConnectionId, String>,
@@ -276,7 +276,7 @@ impl RunStore {
 
     /// Applies one message from the worker on `conn`. Any connection may report any run: a
     /// worker that reconnected reports the runs it claimed on an earlier connection.
-    pub fn on_message(
+    pub(crate) fn on_message(
         &mut self,
         conn: ConnectionId,
         message: &WorkerMessage,
@@ -336,7 +336,7 @@ impl RunStore {
     }
 
     /// Promotes runs claimed before `now` to `INPROGRESS`.
-    pub fn tick(&mut self, now: Instant, now_us: u64) {
+    pub(crate) fn tick(&mut self, now: Instant, now_us: u64) {
         for run in self.runs.values_mut() {
             if run.state == RunState::Claimed && run.claimed_at.is_some_and(|at| at <= now) {
                 run.state = RunState::InProgress;
@@ -349,7 +349,7 @@ impl RunStore {
     /// The connection `conn` ended. Runs sent to it but not claimed go back to the queue, or
     /// end `CANCELLED` when their cancellation was requested. Claimed runs keep their state and
     /// are detached: the worker reports them when it reconnects.
-    pub fn on_disconnected(&mut self, conn: ConnectionId, now_us: u64) {
+    pub(crate) fn on_disconnected(&mut self, conn: ConnectionId, now_us: u64) {
         for run in self.runs.values_mut() {
             if run.connection != Some(conn) || run.state.is_terminal() {
                 continue;
@@ -372,7 +372,7 @@ impl RunStore {
     /// A connection of `worker_id` opened: the ids of the detached runs of that worker id whose
     /// cancellation is still pending, to send to it as `task_cancellation`s (the worker that
     /// holds them may be the one that just reconnected; others ignore them).
-    pub fn on_connected(&self, worker_id: &str) -> Vec<String> {
+    pub(crate) fn on_connected(&self, worker_id: &str) -> Vec<String> {
         self.all()
             .into_iter()
             .filter(|run| {
@@ -387,7 +387,7 @@ impl RunStore {
     }
 
     /// A sent run could not be delivered (its connection is gone): back to the queue.
-    pub fn undeliverable(&mut self, id: &str) {
+    pub(crate) fn undeliverable(&mut self, id: &str) {
         if let Some(run) = self.runs.get_mut(id)
             && run.state == RunState::Queued
         {
@@ -400,7 +400,7 @@ impl RunStore {
     ///
     /// # Errors
     /// [`CancelError::NotFound`] for an unknown id, [`CancelError::Finished`] when terminal.
-    pub fn cancel(
+    pub(crate) fn cancel(
         &mut self,
         id: &str,
         workers: &BTreeMap<ConnectionId, String>,
@@ -424,7 +424,7 @@ impl RunStore {
     /// The cancellation of run `id` could not be sent to the connection that holds it (that
     /// connection ended): a queued run ends `CANCELLED`; a claimed one is detached and its
     /// cancellation stays pending ([`CancelAction::Pending`]). Call after [`RunStore::cancel`].
-    pub fn cancel_undelivered(
+    pub(crate) fn cancel_undelivered(
         &mut self,
         id: &str,
         workers: &BTreeMap<ConnectionId, String>,

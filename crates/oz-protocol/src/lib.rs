@@ -1,19 +1,23 @@
-//! The wire protocol (spec §2): the only place with `serde` DTOs for the control-plane messages,
-//! and the conversions between them and the domain (`Assignment`, `TaskReport`).
+//! The wire protocol between Warp's control plane and a self-hosted worker, in both
+//! directions, as JSON: the only crate of the workspace that knows how frames are encoded.
 //!
-//! Every message is an envelope `{"type": "<type>", "data": {...}}`. Inbound DTOs are lenient
-//! like the Go reference (unknown fields ignored, `null` treated as absent, `created_at` and
-//! `updated_at` accepted in any shape) but strict about types (integers reject `15.0`).
-//! Outbound messages are compact JSON with the reference's exact key order.
+//! Every message is an envelope `{"type": "<type>", "data": {...}}`. Inbound DTOs (server →
+//! worker) are lenient like Warp's Go worker (unknown fields ignored, `null` treated as absent,
+//! `created_at` and `updated_at` accepted in any shape) but strict about types (integers reject
+//! `15.0`). Worker → server messages are compact JSON with the Go worker's exact key order.
+//! `docs/protocol.md` describes the contract in prose.
+//!
+//! Both sides use this crate: the worker (`oz-agent-worker`) decodes server frames with
+//! [`decode_server_frame`] and encodes its reports as [`WorkerMessage`]; the local control plane
+//! (`oz-local-control-plane`) does the opposite.
+
+pub mod decode;
+
+pub use decode::{FrameRejection, Rejection, ServerFrame, decode_server_frame};
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
-
-use crate::domain::{
-    AgentConfig, Assignment, AwsInference, InstanceShape, Owner, OwnerType, SidecarMount, Task,
-    TaskId, TaskReport,
-};
 
 /// `task_assignment` (server → worker).
 pub const TASK_ASSIGNMENT: &str = "task_assignment";
@@ -215,7 +219,7 @@ pub struct CancellationData {
 }
 
 /// Accepts any JSON for a timestamp: strings are kept verbatim, anything else becomes `None`.
-/// The worker never interprets these; it only echoes them (spec §2.1 "Improve").
+/// The worker never interprets these; it only echoes them (a deliberate leniency: the Go worker fails the whole frame on an unexpected shape).
 fn lenient_timestamp<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
     Ok(match serde_json::Value::deserialize(de)? {
         serde_json::Value::String(s) => Some(s),
@@ -223,217 +227,11 @@ fn lenient_timestamp<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>,
     })
 }
 
-/// Why a decoded `task_assignment` is not a valid [`Assignment`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AssignmentError {
-    /// `task_id` is absent or `null`.
-    #[error("data.task_id is missing")]
-    MissingTaskId,
-    /// `task_id` is the empty string.
-    #[error("data.task_id is empty")]
-    EmptyTaskId,
-    /// `task` is absent or `null` (the reference crashes on this).
-    #[error("data.task is missing or null")]
-    MissingTask,
-}
+// === Worker → server ===
 
-impl TryFrom<AssignmentData> for Assignment {
-    type Error = AssignmentError;
-
-    fn try_from(data: AssignmentData) -> Result<Self, Self::Error> {
-        let raw_id = data.task_id.ok_or(AssignmentError::MissingTaskId)?;
-        let task_id = TaskId::parse(raw_id).map_err(|_| AssignmentError::EmptyTaskId)?;
-        let task = data.task.ok_or(AssignmentError::MissingTask)?;
-        Ok(Assignment {
-            task_id,
-            execution_id: data.execution_id.unwrap_or_default(),
-            task: task.into(),
-            docker_image: data.docker_image,
-            sidecar_image: data.sidecar_image,
-            env_vars: data.env_vars.unwrap_or_default(),
-            additional_sidecars: data
-                .additional_sidecars
-                .unwrap_or_default()
-                .into_iter()
-                .map(SidecarMount::from)
-                .collect(),
-            additional_oz_args: data.additional_oz_args.unwrap_or_default(),
-            instance_shape: data.instance_shape.map(InstanceShape::from),
-        })
-    }
-}
-
-impl From<TaskDto> for Task {
-    fn from(dto: TaskDto) -> Self {
-        Task {
-            id: dto.id.unwrap_or_default(),
-            title: dto.title.unwrap_or_default(),
-            prompt: dto.task_definition.and_then(|d| d.prompt),
-            created_at: dto.created_at,
-            updated_at: dto.updated_at,
-            owner: dto.owner.map(Owner::from),
-            agent_config: dto.agent_config_snapshot.map(AgentConfig::from),
-            agent_conversation_id: dto.agent_conversation_id,
-        }
-    }
-}
-
-impl From<OwnerDto> for Owner {
-    fn from(dto: OwnerDto) -> Self {
-        Owner {
-            kind: OwnerType::from_wire(dto.kind.as_deref().unwrap_or_default()),
-            id: dto.id.unwrap_or_default(),
-        }
-    }
-}
-
-impl From<AgentConfigDto> for AgentConfig {
-    fn from(dto: AgentConfigDto) -> Self {
-        AgentConfig {
-            environment_id: dto.environment_id,
-            base_prompt: dto.base_prompt,
-            model_id: dto.model_id,
-            profile_id: dto.profile_id,
-            skill_spec: dto.skill_spec,
-            mcp_servers: dto.mcp_servers.unwrap_or_default(),
-            computer_use_enabled: dto.computer_use_enabled,
-            idle_timeout_minutes: dto.idle_timeout_minutes,
-            harness_type: dto.harness.map(|h| h.kind.unwrap_or_default()),
-            claude_auth_secret_name: dto
-                .harness_auth_secrets
-                .and_then(|s| s.claude_auth_secret_name),
-            aws_inference: dto
-                .inference_providers
-                .and_then(|p| p.aws)
-                .map(|aws| AwsInference {
-                    disabled: aws.disabled.unwrap_or_default(),
-                    role_arn: aws.role_arn.unwrap_or_default(),
-                    region: aws.region.unwrap_or_default(),
-                }),
-            public_access: dto.session_sharing.and_then(|s| s.public_access),
-            snapshot_disabled: dto.snapshot_disabled,
-            snapshot_upload_timeout_secs: dto.snapshot_upload_timeout_secs,
-            snapshot_script_timeout_secs: dto.snapshot_script_timeout_secs,
-        }
-    }
-}
-
-impl From<SidecarDto> for SidecarMount {
-    fn from(dto: SidecarDto) -> Self {
-        SidecarMount {
-            image: dto.image.unwrap_or_default(),
-            mount_path: dto.mount_path.unwrap_or_default(),
-            read_write: dto.read_write.unwrap_or(false),
-        }
-    }
-}
-
-impl From<InstanceShapeDto> for InstanceShape {
-    fn from(dto: InstanceShapeDto) -> Self {
-        InstanceShape {
-            vcpus: dto.vcpus,
-            memory_gb: dto.memory_gb,
-        }
-    }
-}
-
-// === Outbound ===
-
-/// `task_claimed.data`.
-#[derive(Debug, Serialize)]
-pub struct ClaimedData<'a> {
-    /// The run.
-    pub task_id: &'a str,
-    /// This worker.
-    pub worker_id: &'a str,
-}
-
-/// `task_rejected.data`.
-#[derive(Debug, Serialize)]
-pub struct RejectedData<'a> {
-    /// The run.
-    pub task_id: &'a str,
-    /// Why.
-    pub reason: &'a str,
-}
-
-/// `task_completed.data`.
-#[derive(Debug, Serialize)]
-pub struct CompletedData<'a> {
-    /// The run.
-    pub task_id: &'a str,
-    /// The message.
-    pub message: &'a str,
-    /// `CANCELLED` for a user cancellation, omitted otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task_state: Option<&'a str>,
-}
-
-/// `task_failed.data`.
-#[derive(Debug, Serialize)]
-pub struct FailedData<'a> {
-    /// The run.
-    pub task_id: &'a str,
-    /// User-facing text.
-    pub message: &'a str,
-    /// Omitted when empty.
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pub failure_reason: &'a str,
-    /// Omitted when `None` or 0.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-}
-
-/// Encodes a report as the exact outbound message (compact JSON, reference key order).
-pub fn encode_report(report: &TaskReport) -> String {
-    match report {
-        TaskReport::Claimed { task_id, worker_id } => encode(
-            TASK_CLAIMED,
-            ClaimedData {
-                task_id: task_id.as_str(),
-                worker_id,
-            },
-        ),
-        TaskReport::Rejected { task_id, reason } => encode(
-            TASK_REJECTED,
-            RejectedData {
-                task_id: task_id.as_str(),
-                reason,
-            },
-        ),
-        TaskReport::Completed {
-            task_id,
-            message,
-            cancelled,
-        } => encode(
-            TASK_COMPLETED,
-            CompletedData {
-                task_id: task_id.as_str(),
-                message,
-                task_state: cancelled.then_some(TASK_STATE_CANCELLED),
-            },
-        ),
-        TaskReport::Failed {
-            task_id,
-            message,
-            failure_reason,
-            exit_code,
-        } => encode(
-            TASK_FAILED,
-            FailedData {
-                task_id: task_id.as_str(),
-                message,
-                failure_reason: failure_reason.as_str(),
-                exit_code: exit_code.filter(|code| *code != 0),
-            },
-        ),
-    }
-}
-
-// === Server side (used by the local control plane) ===
-
-/// A worker → server message as the server decodes it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A worker → server message. The worker encodes it with [`WorkerMessage::encode`]; the server
+/// decodes it with [`WorkerMessage::parse`]. Field order is the wire order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum WorkerMessage {
     /// `task_claimed`.
@@ -456,8 +254,8 @@ pub enum WorkerMessage {
         task_id: String,
         /// The message.
         message: String,
-        /// `CANCELLED` or absent.
-        #[serde(default)]
+        /// [`TASK_STATE_CANCELLED`] for a user cancellation, omitted otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         task_state: Option<String>,
     },
     /// `task_failed`.
@@ -466,11 +264,11 @@ pub enum WorkerMessage {
         task_id: String,
         /// User-facing text.
         message: String,
-        /// The reason label.
-        #[serde(default)]
+        /// The reason label; omitted when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         failure_reason: Option<String>,
-        /// The exit code, when non-zero.
-        #[serde(default)]
+        /// The exit code; omitted when absent (the worker never sends 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         exit_code: Option<i64>,
     },
 }
@@ -482,6 +280,22 @@ impl WorkerMessage {
     /// The serde error when the frame is not one of the four worker messages.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// Encodes the message as the exact frame text (compact JSON, wire key order).
+    pub fn encode(&self) -> String {
+        // A tagged enum of strings and integers always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The wire `type` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TaskClaimed { .. } => TASK_CLAIMED,
+            Self::TaskRejected { .. } => TASK_REJECTED,
+            Self::TaskCompleted { .. } => TASK_COMPLETED,
+            Self::TaskFailed { .. } => TASK_FAILED,
+        }
     }
 
     /// The run the message is about.
@@ -500,7 +314,9 @@ impl WorkerMessage {
     }
 }
 
-/// Encodes a `task_cancellation` frame (server side).
+// === Server → worker encoders (the local control plane) ===
+
+/// Encodes a `task_cancellation` frame.
 pub fn encode_cancellation(task_id: &str) -> String {
     encode(
         TASK_CANCELLATION,
@@ -510,7 +326,10 @@ pub fn encode_cancellation(task_id: &str) -> String {
     )
 }
 
-/// Encodes a `task_assignment` frame around a `data` object (server side).
+/// Encodes a `task_assignment` frame around a `data` object.
 pub fn encode_assignment(data: &serde_json::Value) -> String {
     encode(TASK_ASSIGNMENT, data)
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, in microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -12,7 +12,7 @@ pub fn now_us() -> u64 {
 }
 
 /// Formats `us` (microseconds since the epoch) as RFC 3339 in UTC.
-pub fn format(us: u64) -> String {
+pub(crate) fn format(us: u64) -> String {
     let secs = us / 1_000_000;
     let micros = us % 1_000_000;
     let days = i64::try_from(secs / 86_400).unwrap_or_default();
@@ -28,7 +28,7 @@ pub fn format(us: u64) -> String {
 
 /// Parses an RFC 3339 timestamp (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`) to microseconds
 /// since the epoch; `None` when malformed or before 1970.
-pub fn parse(text: &str) -> Option<u64> {
+pub(crate) fn parse(text: &str) -> Option<u64> {
     let b = text.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = text.get(range)?;

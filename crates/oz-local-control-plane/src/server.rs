@@ -30,9 +30,7 @@ use super::{
     ConnectionId, ConnectionInfo, Handshake, Received, RunOptions, SendError, ServerOptions,
     WS_PATH, timestamp,
 };
-use crate::adapters::control_plane::protocol::{
-    WorkerMessage, encode_assignment, encode_cancellation,
-};
+use oz_protocol::{WorkerMessage, encode_assignment, encode_cancellation};
 
 /// The largest run API body accepted.
 const MAX_BODY: usize = 1 << 20;

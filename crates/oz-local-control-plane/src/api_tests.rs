@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 
 use super::*;
-use crate::adapters::control_plane::protocol::WorkerMessage;
-use crate::local::runs::NewRun;
+use crate::runs::NewRun;
+use oz_protocol::WorkerMessage;
 
 const KEY: &str = "k";
 

@@ -49,7 +49,7 @@ struct HarnessCheck {
 }
 
 /// Validates a create-run body; the error is the 422 detail (which field, what was expected).
-pub fn parse_create(body: &[u8]) -> Result<NewRun, String> {
+pub(crate) fn parse_create(body: &[u8]) -> Result<NewRun, String> {
     let raw: Value =
         serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
     if !raw.is_object() {
@@ -126,7 +126,7 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), String> {
 }
 
 /// A run as the SDK's `RunItem`.
-pub fn run_item(run: &Run) -> Value {
+pub(crate) fn run_item(run: &Run) -> Value {
     let mut item = json!({
         "run_id": run.id,
         "task_id": run.id,
@@ -153,7 +153,7 @@ pub fn run_item(run: &Run) -> Value {
 
 /// The `task_assignment` data for the `offer`-th sending of `run`: the task, the config as
 /// `agent_config_snapshot`, the owner from `team`, and env vars, images from `options`.
-pub fn assignment(run: &Run, options: &RunOptions) -> Value {
+pub(crate) fn assignment(run: &Run, options: &RunOptions) -> Value {
     let created = timestamp::format(run.created_at);
     let mut data = json!({
         "task_id": run.id,
@@ -213,8 +213,8 @@ mod tests {
 
     #[test]
     fn the_assignment_carries_the_run_config_owner_secrets_and_images() {
-        use crate::adapters::control_plane::protocol::AssignmentData;
-        use crate::local::runs::RunStore;
+        use crate::runs::RunStore;
+        use oz_protocol::AssignmentData;
 
         let body = r#"{"prompt": "hi", "title": "T", "team": true,
             "config": {"worker_host": "w", "model_id": "m", "idle_timeout_minutes": 3}}"#;

@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use oz_agent_worker::adapters::control_plane::protocol::{TASK_STATE_CANCELLED, WorkerMessage};
-use oz_agent_worker::local::{LocalControlPlane, RunOptions, sample_assignment};
+use oz_local_control_plane::{LocalControlPlane, RunOptions, sample_assignment};
+use oz_protocol::{TASK_STATE_CANCELLED, WorkerMessage};
 use tokio::time::Instant;
 
 /// Command-line options.

@@ -44,7 +44,7 @@ use super::runs::{CancelAction, CancelError, Run, RunState, RunStore};
 use super::timestamp;
 
 /// The API prefix.
-pub const API_PREFIX: &str = "/api/v1";
+pub(crate) const API_PREFIX: &str = "/api/v1";
 
 /// The list parameters of the SDK's `RunListParams` that this server does not implement.
 const UNSUPPORTED_FILTERS: [&str; 7] = [
@@ -58,7 +58,7 @@ const UNSUPPORTED_FILTERS: [&str; 7] = [
 ];
 
 /// The server's open worker connections, as the cancel endpoint needs them.
-pub trait Connections {
+pub(crate) trait Connections {
     /// The `worker_id` of each open connection.
     fn worker_ids(&self) -> BTreeMap<ConnectionId, String>;
     /// Sends a `task_cancellation` for `run_id` on `conn`; false when that connection is gone.
@@ -67,7 +67,7 @@ pub trait Connections {
 
 /// An HTTP request, already read.
 #[derive(Debug)]
-pub struct ApiRequest<'a> {
+pub(crate) struct ApiRequest<'a> {
     /// The method.
     pub method: &'a Method,
     /// The path.
@@ -82,7 +82,7 @@ pub struct ApiRequest<'a> {
 
 /// Answers one API request against `store`; a cancel sends its `task_cancellation`s through
 /// `connections` before answering.
-pub fn handle(
+pub(crate) fn handle(
     request: &ApiRequest<'_>,
     api_key: &str,
     store: &mut RunStore,
@@ -428,7 +428,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 /// An RFC 7807 problem document, shaped like Warp's.
-pub fn problem(status: StatusCode, instance: &str, detail: &str) -> Response<Full<Bytes>> {
+pub(crate) fn problem(status: StatusCode, instance: &str, detail: &str) -> Response<Full<Bytes>> {
     let kind = match status {
         StatusCode::UNAUTHORIZED => (
             "authentication-required",

@@ -1,7 +1,7 @@
 //! A local control plane: the project's stand-in for Warp's server, not part of the worker.
 //!
-//! [`LocalControlPlane`] speaks the SERVER side of the protocol on a loopback address, reusing
-//! the DTOs of `adapters::control_plane::protocol`. Tests and the `oz-local-control-plane`
+//! [`LocalControlPlane`] speaks the SERVER side of the protocol on a loopback address, with the
+//! `oz-protocol` crate's messages; it does not depend on the worker. Tests and the `oz-local-control-plane`
 //! binary use it to push assignments and cancellations, read what the worker sends, inspect
 //! handshakes, and misbehave on purpose (reject handshakes, stop answering pings, close right
 //! after accepting, drop connections, send raw frames).
@@ -27,9 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::adapters::control_plane::protocol::{
-    WorkerMessage, encode_assignment, encode_cancellation,
-};
+use oz_protocol::{WorkerMessage, encode_assignment, encode_cancellation};
 pub use runs::RunState;
 use server::{Command, Shared};
 
