@@ -23,11 +23,14 @@
 //!   id as `text/plain`: 200 when the cancellation was sent to the connection holding the run
 //!   (or the run was only queued), 202 when the worker holding it is disconnected and the
 //!   cancellation is pending (sent to each connection of its worker id until the run ends).
-//!   Unknown → 404; already terminal → 409.
+//!   Unknown → 404; already terminal (`SUCCEEDED`, `FAILED`, `CANCELLED`) → 400
+//!   `operation_not_supported`, as the SDK's `runs.cancel` documents ("Runs that are in a
+//!   terminal state … return 400"; 409 is Warp's "pending, retry after a moment").
 //!
 //! Errors are RFC 7807 problem documents, as Warp's API sends them (`type`, `title`,
 //! `status`, `detail`, `instance`, `error`, `retryable`, content type
-//! `application/problem+json`), with `x-should-retry: false` so the SDK does not retry a 409.
+//! `application/problem+json`). `retryable` is true only where retrying the same request can
+//! succeed (409 conflict, 429, 5xx), and `x-should-retry` says the same to the SDK.
 
 use std::collections::BTreeMap;
 
@@ -140,8 +143,19 @@ pub(crate) fn handle(
                 }
                 Err(CancelError::NotFound) => not_found(instance, id),
                 Err(CancelError::Finished(state)) => {
-                    let detail = format!("run {id} already finished ({})", state.as_str());
-                    problem(StatusCode::CONFLICT, instance, &detail)
+                    let detail = format!(
+                        "run {id} is in a terminal state ({}) and cannot be cancelled",
+                        state.as_str()
+                    );
+                    problem_with(
+                        StatusCode::BAD_REQUEST,
+                        (
+                            "operation-not-supported",
+                            "The requested operation is not supported for this resource or state.",
+                        ),
+                        instance,
+                        detail.as_str(),
+                    )
                 }
             }
         }
@@ -465,7 +479,7 @@ fn problem_with(
         "detail": detail,
         "instance": instance,
         "error": format!("{title} ({detail})"),
-        "retryable": false,
+        "retryable": retryable(status),
     });
     let mut response = json_response(status, &body);
     let headers = response.headers_mut();
@@ -473,8 +487,20 @@ fn problem_with(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/problem+json"),
     );
-    headers.insert("x-should-retry", header::HeaderValue::from_static("false"));
+    let should_retry = if retryable(status) { "true" } else { "false" };
+    headers.insert(
+        "x-should-retry",
+        header::HeaderValue::from_static(should_retry),
+    );
     response
+}
+
+/// Whether the same request may succeed when retried: a conflict with a passing state (409),
+/// rate limiting (429) and server errors; never a client error.
+pub(crate) fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::CONFLICT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
 }
 
 #[cfg(test)]

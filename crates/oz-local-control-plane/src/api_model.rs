@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::RunOptions;
-use super::runs::{NewRun, Run};
+use super::runs::{NewRun, Run, RunState, error_for_reason};
 use super::timestamp;
 
 /// `POST /agent/runs` body (the SDK's `AgentRunParams`); unknown keys are ignored.
@@ -146,7 +146,15 @@ pub(crate) fn run_item(run: &Run) -> Value {
         item["started_at"] = timestamp::format(started).into();
     }
     if let Some(message) = &run.status_message {
-        item["status_message"] = json!({"message": message});
+        let mut status = json!({"message": message});
+        if run.state == RunState::Failed
+            && let Some((code, retryable)) =
+                run.failure_reason.as_deref().and_then(error_for_reason)
+        {
+            status["error_code"] = code.into();
+            status["retryable"] = retryable.into();
+        }
+        item["status_message"] = status;
     }
     item
 }

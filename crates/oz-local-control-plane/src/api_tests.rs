@@ -1,7 +1,7 @@
 //! The run API's routing, status codes and list semantics, without a socket.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -133,7 +133,7 @@ fn bad_queries_and_unknown_runs_get_their_status() {
         ),
         (Method::DELETE, format!("/api/v1/agent/runs/{id}"), 404),
         (Method::POST, format!("/api/v1/agent/runs/{id}/cancel"), 200),
-        (Method::POST, format!("/api/v1/agent/runs/{id}/cancel"), 409),
+        (Method::POST, format!("/api/v1/agent/runs/{id}/cancel"), 400),
     ];
     for (method, target, want) in cases {
         let (status, body) = call(&mut store, method.clone(), &target, "");
@@ -141,6 +141,10 @@ fn bad_queries_and_unknown_runs_get_their_status() {
         if want >= 400 {
             assert_eq!(body["status"], want, "{body}");
             assert!(body["detail"].is_string(), "{body}");
+            assert_eq!(
+                body["retryable"], false,
+                "client errors are not retryable: {body}"
+            );
         }
     }
 }
@@ -364,4 +368,92 @@ fn cancel_answers_200_when_delivered_and_202_when_the_worker_is_disconnected() {
         "{item}"
     );
     assert!(store.on_connected("w").contains(&detached));
+}
+
+#[test]
+fn problem_documents_are_retryable_only_for_conflicts_rate_limits_and_server_errors() {
+    let cases = [
+        (StatusCode::BAD_REQUEST, false),
+        (StatusCode::UNAUTHORIZED, false),
+        (StatusCode::NOT_FOUND, false),
+        (StatusCode::UNPROCESSABLE_ENTITY, false),
+        (StatusCode::CONFLICT, true),
+        (StatusCode::TOO_MANY_REQUESTS, true),
+        (StatusCode::INTERNAL_SERVER_ERROR, true),
+        (StatusCode::SERVICE_UNAVAILABLE, true),
+    ];
+    for (status, want) in cases {
+        let response = problem(status, "/x", "d");
+        let should_retry = response.headers()["x-should-retry"].to_str().unwrap();
+        assert_eq!(should_retry, want.to_string(), "{status}");
+        let bytes = futures_util::FutureExt::now_or_never(response.into_body().collect())
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["retryable"], want, "{status}: {body}");
+    }
+}
+
+#[test]
+fn cancelling_a_terminal_run_is_400_operation_not_supported() {
+    let mut store = RunStore::new(Duration::from_secs(1));
+    let id = create(&mut store, "t", "w");
+    let target = format!("/api/v1/agent/runs/{id}/cancel");
+    assert_eq!(call(&mut store, Method::POST, &target, "").0, 200);
+    let (status, body) = call(&mut store, Method::POST, &target, "");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["retryable"], false, "{body}");
+    let kind = body["type"].as_str().unwrap();
+    assert!(kind.contains("/operation-not-supported/"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("CANCELLED"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_failed_run_carries_error_code_and_retryable_where_its_reason_maps_to_one() {
+    let mut store = RunStore::new(Duration::from_secs(1));
+    let now = Instant::now();
+    let conns = BTreeMap::from([(1, "w".to_owned())]);
+    let mapped = create(&mut store, "mapped", "w");
+    let unmapped = create(&mut store, "unmapped", "w");
+    for (id, reason) in [(&mapped, "image_pull"), (&unmapped, "agent_invocation")] {
+        store.offers(now, &conns);
+        let claimed = WorkerMessage::TaskClaimed {
+            task_id: id.clone(),
+            worker_id: "w".into(),
+        };
+        store.on_message(1, &claimed, now, 2);
+        let failed = WorkerMessage::TaskFailed {
+            task_id: id.clone(),
+            message: "boom".into(),
+            failure_reason: Some(reason.into()),
+            exit_code: None,
+        };
+        store.on_message(1, &failed, now, 3);
+    }
+    let (_, run) = call(
+        &mut store,
+        Method::GET,
+        &format!("/api/v1/agent/runs/{mapped}"),
+        "",
+    );
+    assert_eq!(run["state"], "FAILED", "{run}");
+    assert_eq!(run["status_message"]["message"], "boom", "{run}");
+    assert_eq!(
+        run["status_message"]["error_code"],
+        "environment_setup_failed"
+    );
+    assert_eq!(run["status_message"]["retryable"], false);
+    let (_, run) = call(
+        &mut store,
+        Method::GET,
+        &format!("/api/v1/agent/runs/{unmapped}"),
+        "",
+    );
+    assert_eq!(run["status_message"]["message"], "boom", "{run}");
+    assert!(run["status_message"].get("error_code").is_none(), "{run}");
+    assert!(run["status_message"].get("retryable").is_none(), "{run}");
 }

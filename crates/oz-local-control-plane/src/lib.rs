@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use oz_protocol::{WorkerMessage, encode_assignment, encode_cancellation};
-pub use runs::RunState;
+pub use runs::{DEFAULT_ORPHAN_TIMEOUT, Dispatch, ORPHANED, RunState, error_for_reason};
 use server::{Command, Shared};
 
 /// The WebSocket path, as on Warp's server.
@@ -77,8 +77,15 @@ pub struct RunOptions {
     pub docker_image: Option<String>,
     /// Sent as `sidecar_image`, when set.
     pub sidecar_image: Option<String>,
-    /// How long a rejected run waits before it is offered again.
+    /// How long a rejected run waits before it is offered again: with
+    /// [`Dispatch::FixedDelay`] after every rejection; with [`Dispatch::Capacity`] only after
+    /// one for another reason than capacity (the worker is shutting down).
     pub retry_delay: Duration,
+    /// How queued runs are offered (capacity-aware by default).
+    pub dispatch: Dispatch,
+    /// How long a claimed run may go without any connection of its worker id before it is
+    /// marked `FAILED` as orphaned.
+    pub orphan_timeout: Duration,
 }
 
 impl Default for RunOptions {
@@ -88,6 +95,8 @@ impl Default for RunOptions {
             docker_image: None,
             sidecar_image: None,
             retry_delay: Duration::from_secs(1),
+            dispatch: Dispatch::Capacity,
+            orphan_timeout: DEFAULT_ORPHAN_TIMEOUT,
         }
     }
 }
@@ -99,6 +108,8 @@ impl std::fmt::Debug for RunOptions {
             .field("docker_image", &self.docker_image)
             .field("sidecar_image", &self.sidecar_image)
             .field("retry_delay", &self.retry_delay)
+            .field("dispatch", &self.dispatch)
+            .field("orphan_timeout", &self.orphan_timeout)
             .finish()
     }
 }
@@ -234,6 +245,12 @@ impl LocalControlPlane {
     /// `http://<addr>/api/v1`: the `OZ_API_BASE_URL` for the SDK.
     pub fn api_base_url(&self) -> String {
         format!("http://{}{}", self.addr, api::API_PREFIX)
+    }
+
+    /// How many `task_rejected` messages put a run back in the queue so far.
+    pub fn rejections(&self) -> u64 {
+        let store = self.shared.runs.lock().unwrap_or_else(|e| e.into_inner());
+        store.rejections()
     }
 
     /// Every run created through the run API, oldest first.

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use oz_local_control_plane::{LocalControlPlane, RunOptions, sample_assignment};
+use oz_local_control_plane::{Dispatch, LocalControlPlane, RunOptions, sample_assignment};
 use oz_protocol::{TASK_STATE_CANCELLED, WorkerMessage};
 use tokio::time::Instant;
 
@@ -50,6 +50,52 @@ struct Args {
     /// Values are secrets and are never printed.
     #[arg(long = "secret", value_name = "KEY=VALUE")]
     secrets: Vec<String>,
+    /// How API runs are offered to workers: `capacity` (one slot at a time, learning each
+    /// connection's limit from its first rejection) or `fixed-delay` (every queued run at
+    /// once, a rejected one again after `--retry-delay`; the old behaviour, as a fallback).
+    #[arg(long, value_enum, default_value_t = DispatchArg::Capacity)]
+    dispatch: DispatchArg,
+    /// How long a rejected run waits before it is offered again (every rejection with
+    /// `--dispatch fixed-delay`; only non-capacity rejections otherwise), e.g. `1s`, `500ms`.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    retry_delay: Duration,
+    /// Marks a claimed run `FAILED` when its worker has had no connection for this long
+    /// (killed, never came back), e.g. `5m`, `90s`.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    orphan_timeout: Duration,
+}
+
+/// `--dispatch` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DispatchArg {
+    /// Capacity-aware.
+    Capacity,
+    /// Offer all at once, retry rejected runs after a fixed delay.
+    FixedDelay,
+}
+
+/// Parses `500ms`, `90s`, `5m`, `1h` (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 500ms, 90s or 5m, got {text:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown duration unit {unit:?} in {text:?} (ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration out of range: {text:?}"))
 }
 
 /// Parses the `--secret` values; the error names the argument's position, never its text
@@ -92,7 +138,12 @@ async fn main() -> ExitCode {
         secrets,
         docker_image: args.docker_image.clone(),
         sidecar_image: args.sidecar_image.clone(),
-        ..RunOptions::default()
+        retry_delay: args.retry_delay,
+        dispatch: match args.dispatch {
+            DispatchArg::Capacity => Dispatch::Capacity,
+            DispatchArg::FixedDelay => Dispatch::FixedDelay,
+        },
+        orphan_timeout: args.orphan_timeout,
     };
     let cp = match LocalControlPlane::start_with(args.listen, args.api_key.clone(), options).await {
         Ok(cp) => cp,

@@ -7,16 +7,29 @@
 //! and the next [`RunStore::tick`] makes it `INPROGRESS` (the worker protocol has no "started"
 //! message: the worker starts the agent right after claiming); `task_completed` makes it
 //! `SUCCEEDED`, or `CANCELLED` with `task_state: CANCELLED`; `task_failed` makes it `FAILED`.
-//! The worker's message goes to `status_message`. `task_rejected`, or the connection ending
-//! before a claim, puts the run back in the queue, offered again after `retry_delay`; a run
-//! whose cancellation was requested ends `CANCELLED` instead. A run for a worker id that is not
+//! The worker's message goes to `status_message`, and a failure reason that maps to one of the
+//! SDK's error codes adds `error_code` and `retryable` ([`error_for_reason`]). `task_rejected`,
+//! or the connection ending before a claim, puts the run back in the queue; a run whose
+//! cancellation was requested ends `CANCELLED` instead. A run for a worker id that is not
 //! connected stays `QUEUED`.
+//!
+//! Dispatch is capacity-aware by default ([`Dispatch::Capacity`]): the store counts each
+//! connection's runs sent or claimed and not yet finished. Until a connection has rejected a
+//! run for capacity, it gets one unclaimed offer at a time (each claim lets the next one go);
+//! its first capacity rejection teaches its limit (the runs it had claimed and not finished
+//! then), and from then on it is offered runs only while it holds fewer than that. A rejected
+//! run is offered again as soon as a slot frees (a report ends a run on that connection), not
+//! after a delay. [`Dispatch::FixedDelay`] is the old behaviour, kept as a fallback: every
+//! queued run is offered at once and a rejected run waits `retry_delay`. A rejection for any
+//! other reason (the worker is shutting down) waits `retry_delay` in both modes.
 //!
 //! A claimed run whose connection ends is *detached*: it keeps its state, because the worker
 //! keeps its outbox across reconnects and reports the run on a new connection with the same
 //! `worker_id`; any connection may report any run. A cancellation of a detached run is sent to
 //! every open connection of its worker id, and again to each one that connects later, until
-//! the worker reports the end. Nothing here does I/O; time is passed in.
+//! the worker reports the end. A detached run whose worker id has had no open connection for
+//! the orphan timeout is marked `FAILED` with a message saying its worker vanished; until then
+//! a report from the returning worker still wins. Nothing here does I/O; time is passed in.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -75,6 +88,35 @@ impl RunState {
     }
 }
 
+/// How queued runs are offered to connected workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dispatch {
+    /// Track each connection's unfinished runs, learn its limit from its first capacity
+    /// rejection, and offer a run only when the connection has a free slot.
+    #[default]
+    Capacity,
+    /// Offer every queued run at once; a rejected run waits the retry delay (the fallback).
+    FixedDelay,
+}
+
+/// The SDK's `error_code` and `retryable` for a worker's `failure_reason`, where one maps:
+/// failures while preparing the environment are `environment_setup_failed` (not retryable),
+/// transient infrastructure failures are `resource_unavailable` (retryable). Reasons about the
+/// agent itself (its exit, a timeout, a cancellation) have none.
+pub fn error_for_reason(reason: &str) -> Option<(&'static str, bool)> {
+    match reason {
+        "image_pull" | "invalid_image" | "sidecar_prep" | "workspace_setup" | "setup_command"
+        | "volume_mount" | "init_container" => Some(("environment_setup_failed", false)),
+        "container_create" | "container_start" | "container_wait" | "job_create" | "job_watch"
+        | "pod_watch" | "evicted" | "unschedulable" | "graceful_shutdown" | "dispatch_command"
+        | "dispatch_timeout" | ORPHANED => Some(("resource_unavailable", true)),
+        _ => None,
+    }
+}
+
+/// The failure reason the store gives a run whose worker vanished.
+pub const ORPHANED: &str = "worker_vanished";
+
 /// What a run was created with (already validated by the API layer).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct NewRun {
@@ -122,6 +164,10 @@ pub(crate) struct Run {
     claimed_at: Option<Instant>,
     /// A cancellation was requested.
     pub cancel_requested: bool,
+    /// The worker's `failure_reason` of a `FAILED` run ([`ORPHANED`] when its worker vanished).
+    pub failure_reason: Option<String>,
+    /// Detached with no open connection of its worker id since this instant.
+    orphan_since: Option<Instant>,
 }
 
 /// Why a cancel request is refused.
@@ -167,7 +213,16 @@ pub(crate) struct RunStore {
     next_seq: u64,
     retry_delay: Duration,
     rotation: BTreeMap<String, u64>,
+    dispatch: Dispatch,
+    orphan_timeout: Duration,
+    /// Each connection's limit, learned from its first capacity rejection.
+    limits: BTreeMap<ConnectionId, usize>,
+    /// Rejections received, for the bench and the logs.
+    rejections: u64,
 }
+
+/// The default `--orphan-timeout`.
+pub const DEFAULT_ORPHAN_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl RunStore {
     /// An empty store; rejected runs wait `retry_delay` before being offered again.
@@ -177,7 +232,29 @@ impl RunStore {
             next_seq: 1,
             retry_delay,
             rotation: BTreeMap::new(),
+            dispatch: Dispatch::default(),
+            orphan_timeout: DEFAULT_ORPHAN_TIMEOUT,
+            limits: BTreeMap::new(),
+            rejections: 0,
         }
+    }
+
+    /// Sets the dispatch mode and the orphan timeout.
+    pub(crate) fn configured(mut self, dispatch: Dispatch, orphan_timeout: Duration) -> Self {
+        self.dispatch = dispatch;
+        self.orphan_timeout = orphan_timeout;
+        self
+    }
+
+    /// How many `task_rejected` messages moved a run back to the queue.
+    pub(crate) fn rejections(&self) -> u64 {
+        self.rejections
+    }
+
+    /// The limit learned for connection `conn`, if any.
+    #[cfg(test)]
+    pub(crate) fn learned_limit(&self, conn: ConnectionId) -> Option<usize> {
+        self.limits.get(&conn).copied()
     }
 
     /// Adds a `QUEUED` run created at `now_us` and returns it.
@@ -200,6 +277,8 @@ impl RunStore {
             not_before: None,
             claimed_at: None,
             cancel_requested: false,
+            failure_reason: None,
+            orphan_since: None,
         };
         self.runs.insert(id, run.clone());
         run
@@ -218,22 +297,39 @@ impl RunStore {
     }
 
     /// Picks, for each queued run due at `now` whose worker id has an open connection in
-    /// `workers` (connection → worker id), the least-loaded such connection (rotating among
-    /// ties), marks it sent and returns `(run id, connection)` pairs in creation order.
+    /// `workers` (connection → worker id) with room for it, the least-loaded such connection
+    /// (rotating among ties), marks it sent and returns `(run id, connection)` pairs in
+    /// creation order. With [`Dispatch::Capacity`] a connection has room while it holds fewer
+    /// runs than its learned limit, or, before it has one, while it holds no unclaimed offer.
     pub(crate) fn offers(
         &mut self,
         now: Instant,
         workers: &BTreeMap<ConnectionId, String>,
     ) -> Vec<(String, ConnectionId)> {
         let mut load: BTreeMap<ConnectionId, usize> = workers.keys().map(|c| (*c, 0)).collect();
+        let mut unclaimed: BTreeMap<ConnectionId, usize> = BTreeMap::new();
         for run in self.runs.values() {
             if let Some(conn) = run.connection
                 && !run.state.is_terminal()
                 && let Some(count) = load.get_mut(&conn)
             {
                 *count += 1;
+                if run.state == RunState::Queued {
+                    *unclaimed.entry(conn).or_default() += 1;
+                }
             }
         }
+        let capacity = self.dispatch == Dispatch::Capacity;
+        let limits = &self.limits;
+        let has_room = |conn: &ConnectionId,
+                        load: &BTreeMap<ConnectionId, usize>,
+                        unclaimed: &BTreeMap<ConnectionId, usize>| {
+            !capacity
+                || match limits.get(conn) {
+                    Some(limit) => load[conn] < *limit,
+                    None => unclaimed.get(conn).copied().unwrap_or(0) == 0,
+                }
+        };
         let mut due: Vec<&mut Run> = self
             .runs
             .values_mut()
@@ -249,7 +345,9 @@ impl RunStore {
         for run in due {
             let candidates: Vec<ConnectionId> = workers
                 .iter()
-                .filter(|(_, worker)| **worker == run.spec.worker_host)
+                .filter(|(conn, worker)| {
+                    **worker == run.spec.worker_host && has_room(conn, &load, &unclaimed)
+                })
                 .map(|(conn, _)| *conn)
                 .collect();
             let Some(least) = candidates.iter().map(|c| load[c]).min() else {
@@ -266,12 +364,24 @@ impl RunStore {
             let conn = tied[(*turn as usize) % tied.len()];
             *turn += 1;
             *load.entry(conn).or_default() += 1;
+            *unclaimed.entry(conn).or_default() += 1;
             run.connection = Some(conn);
             run.offers += 1;
             run.not_before = None;
             sent.push((run.id.clone(), conn));
         }
         sent
+    }
+
+    /// The runs connection `conn` has claimed and not finished.
+    fn claimed_on(&self, conn: ConnectionId) -> usize {
+        self.runs
+            .values()
+            .filter(|run| {
+                run.connection == Some(conn)
+                    && matches!(run.state, RunState::Claimed | RunState::InProgress)
+            })
+            .count()
     }
 
     /// Applies one message from the worker on `conn`. Any connection may report any run: a
@@ -309,13 +419,35 @@ impl RunStore {
                 return Reaction::Ignored;
             }
             WorkerMessage::TaskRejected { reason, .. } => {
+                self.rejections += 1;
+                let for_capacity = is_capacity_rejection(reason);
+                let learn = self.dispatch == Dispatch::Capacity && for_capacity;
+                let run = self
+                    .runs
+                    .get_mut(message.task_id())
+                    .expect("looked up above");
                 if !cancel_unclaimed(run) {
                     run.state = RunState::Queued;
                     run.connection = None;
                     run.started_at = None;
-                    run.not_before = Some(now + retry_delay);
+                    run.not_before = (!learn).then_some(now + retry_delay);
                     run.status_message = Some(format!("Re-queued: worker rejected it: {reason}"));
                 }
+                run.updated_at = now_us;
+                if learn {
+                    // The worker was full with what it had claimed here; a worker busy with
+                    // runs of an earlier connection only (none claimed here) gets one slot, and
+                    // the run waits the retry delay so a full worker is not offered it in a loop.
+                    let claimed = self.claimed_on(conn);
+                    if claimed == 0
+                        && let Some(run) = self.runs.get_mut(message.task_id())
+                        && run.state == RunState::Queued
+                    {
+                        run.not_before = Some(now + retry_delay);
+                    }
+                    self.limits.insert(conn, claimed.max(1));
+                }
+                return Reaction::Applied;
             }
             WorkerMessage::TaskCompleted {
                 message,
@@ -329,18 +461,51 @@ impl RunStore {
                 };
                 finish(run, state, message);
             }
-            WorkerMessage::TaskFailed { message, .. } => finish(run, RunState::Failed, message),
+            WorkerMessage::TaskFailed {
+                message,
+                failure_reason,
+                ..
+            } => {
+                finish(run, RunState::Failed, message);
+                run.failure_reason.clone_from(failure_reason);
+            }
         }
         run.updated_at = now_us;
         Reaction::Applied
     }
 
-    /// Promotes runs claimed before `now` to `INPROGRESS`.
-    pub(crate) fn tick(&mut self, now: Instant, now_us: u64) {
+    /// Promotes runs claimed before `now` to `INPROGRESS`, and fails the detached runs whose
+    /// worker id has had no open connection in `workers` for the orphan timeout.
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        now_us: u64,
+        workers: &BTreeMap<ConnectionId, String>,
+    ) {
+        let timeout = self.orphan_timeout;
         for run in self.runs.values_mut() {
             if run.state == RunState::Claimed && run.claimed_at.is_some_and(|at| at <= now) {
                 run.state = RunState::InProgress;
                 run.status_message = Some("Running".into());
+                run.updated_at = now_us;
+            }
+            let detached = run.connection.is_none()
+                && matches!(run.state, RunState::Claimed | RunState::InProgress);
+            let worker_present = workers.values().any(|w| *w == run.spec.worker_host);
+            if !detached || worker_present {
+                run.orphan_since = None;
+                continue;
+            }
+            let since = *run.orphan_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= timeout {
+                let message = format!(
+                    "Worker {:?} vanished: it disconnected while running this run and has not \
+                     reconnected for {}s (orphan timeout); marked failed",
+                    run.spec.worker_host,
+                    timeout.as_secs_f64()
+                );
+                finish(run, RunState::Failed, &message);
+                run.failure_reason = Some(ORPHANED.to_owned());
                 run.updated_at = now_us;
             }
         }
@@ -350,6 +515,7 @@ impl RunStore {
     /// end `CANCELLED` when their cancellation was requested. Claimed runs keep their state and
     /// are detached: the worker reports them when it reconnects.
     pub(crate) fn on_disconnected(&mut self, conn: ConnectionId, now_us: u64) {
+        self.limits.remove(&conn);
         for run in self.runs.values_mut() {
             if run.connection != Some(conn) || run.state.is_terminal() {
                 continue;
@@ -449,6 +615,12 @@ impl RunStore {
             .collect();
         CancelAction::Pending(targets)
     }
+}
+
+/// True when a rejection's reason says the worker is full (not that it is shutting down).
+fn is_capacity_rejection(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    reason.contains("concurrency") || reason.contains("capacity")
 }
 
 fn pending_cancel_message(worker_host: &str) -> String {

@@ -7,6 +7,16 @@ use super::*;
 
 const DELAY: Duration = Duration::from_secs(1);
 
+/// A store with the fallback dispatch: every queued run offered at once.
+fn fixed_delay() -> RunStore {
+    RunStore::new(DELAY).configured(Dispatch::FixedDelay, DEFAULT_ORPHAN_TIMEOUT)
+}
+
+/// A store with capacity-aware dispatch and a 60 s orphan timeout.
+fn capacity() -> RunStore {
+    RunStore::new(DELAY).configured(Dispatch::Capacity, Duration::from_secs(60))
+}
+
 fn spec(worker: &str) -> NewRun {
     NewRun {
         prompt: "p".into(),
@@ -95,7 +105,7 @@ fn worker_messages_move_a_run_through_its_states() {
         ),
     ];
     for (name, messages, want, status) in cases {
-        let mut store = RunStore::new(DELAY);
+        let mut store = fixed_delay();
         let now = Instant::now();
         let id = store.create(spec("w"), 1).id;
         assert_eq!(store.offers(now, &workers(&[(1, "w")])).len(), 1, "{name}");
@@ -110,19 +120,19 @@ fn worker_messages_move_a_run_through_its_states() {
 
 #[test]
 fn a_claimed_run_is_in_progress_after_the_next_tick() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     let id = store.create(spec("w"), 1).id;
     store.offers(now, &workers(&[(1, "w")]));
     store.on_message(1, &claimed(&id), now, 5);
     assert_eq!(store.get(&id).unwrap().started_at, Some(5));
-    store.tick(now, 6);
+    store.tick(now, 6, &BTreeMap::new());
     assert_eq!(store.get(&id).unwrap().state, RunState::InProgress);
 }
 
 #[test]
 fn a_run_for_an_absent_worker_stays_queued_until_one_connects() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     let id = store.create(spec("gpu"), 1).id;
     assert!(store.offers(now, &workers(&[(1, "cpu")])).is_empty());
@@ -135,7 +145,7 @@ fn a_run_for_an_absent_worker_stays_queued_until_one_connects() {
 
 #[test]
 fn a_rejected_run_waits_the_retry_delay_then_is_offered_again() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     let both = workers(&[(1, "w"), (2, "w")]);
     let busy = store.create(spec("w"), 1).id;
@@ -155,7 +165,7 @@ fn a_rejected_run_waits_the_retry_delay_then_is_offered_again() {
 
 #[test]
 fn a_burst_is_spread_over_connections_of_one_worker_id() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     for _ in 0..6 {
         store.create(spec("w"), 1);
@@ -167,7 +177,7 @@ fn a_burst_is_spread_over_connections_of_one_worker_id() {
 
 #[test]
 fn an_unclaimed_run_returns_to_the_queue_when_its_connection_ends() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     let id = store.create(spec("w"), 1).id;
     store.offers(now, &workers(&[(1, "w")]));
@@ -177,7 +187,7 @@ fn an_unclaimed_run_returns_to_the_queue_when_its_connection_ends() {
 
 #[test]
 fn cancel_depends_on_where_the_run_is() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     let none = BTreeMap::new();
     let queued = store.create(spec("absent"), 1).id;
@@ -202,7 +212,7 @@ fn cancel_depends_on_where_the_run_is() {
 
 #[test]
 fn a_run_cancelled_before_its_claim_ends_cancelled_when_its_connection_drops() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     let live = workers(&[(1, "w")]);
     let id = store.create(spec("w"), 1).id;
@@ -244,12 +254,12 @@ fn a_claimed_run_survives_its_connection_and_takes_reports_from_the_next_one() {
         ("failure", failed, RunState::Failed, "boom"),
     ];
     for (name, report, want, status) in cases {
-        let mut store = RunStore::new(DELAY);
+        let mut store = fixed_delay();
         let now = Instant::now();
         let id = store.create(spec("w"), 1).id;
         store.offers(now, &workers(&[(1, "w")]));
         store.on_message(1, &claimed(&id), now, 2);
-        store.tick(now, 3);
+        store.tick(now, 3, &BTreeMap::new());
         store.on_disconnected(1, 4);
         let run = store.get(&id).unwrap();
         assert_eq!(run.state, RunState::InProgress, "{name}");
@@ -267,7 +277,7 @@ fn a_claimed_run_survives_its_connection_and_takes_reports_from_the_next_one() {
 
 #[test]
 fn a_detached_runs_cancellation_waits_for_its_worker_id_to_connect() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     let id = store.create(spec("w"), 1).id;
     store.offers(now, &workers(&[(1, "w")]));
@@ -300,7 +310,7 @@ fn a_detached_runs_cancellation_waits_for_its_worker_id_to_connect() {
 
 #[test]
 fn a_cancellation_its_connection_did_not_take_is_pending_or_final() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     let live = workers(&[(1, "w")]);
     let offered = store.create(spec("w"), 1).id;
@@ -331,7 +341,7 @@ fn a_cancellation_its_connection_did_not_take_is_pending_or_final() {
 
 #[test]
 fn a_rejection_from_a_connection_that_no_longer_holds_the_offer_is_ignored() {
-    let mut store = RunStore::new(DELAY);
+    let mut store = fixed_delay();
     let now = Instant::now();
     let id = store.create(spec("w"), 1).id;
     store.offers(now, &workers(&[(1, "w")]));
@@ -365,4 +375,145 @@ fn states_round_trip_their_api_spelling() {
         assert_eq!(RunState::parse(state).unwrap().as_str(), state);
     }
     assert_eq!(RunState::parse("PENDING"), None);
+}
+
+#[test]
+fn capacity_dispatch_probes_one_offer_at_a_time_then_learns_the_limit_from_a_rejection() {
+    let mut store = capacity();
+    let now = Instant::now();
+    let one = workers(&[(1, "w")]);
+    let ids: Vec<String> = (0..8).map(|_| store.create(spec("w"), 1).id).collect();
+    // Limit unknown: one unclaimed offer at a time; each claim lets the next one go.
+    for id in &ids[..3] {
+        assert_eq!(store.offers(now, &one), vec![(id.clone(), 1)]);
+        assert!(
+            store.offers(now, &one).is_empty(),
+            "one unclaimed offer at a time"
+        );
+        store.on_message(1, &claimed(id), now, 2);
+    }
+    // The fourth is rejected: the worker is full with three.
+    assert_eq!(store.offers(now, &one), vec![(ids[3].clone(), 1)]);
+    store.on_message(1, &rejected(&ids[3]), now, 3);
+    assert_eq!(store.learned_limit(1), Some(3));
+    assert_eq!(store.rejections(), 1);
+    assert!(
+        store.offers(now, &one).is_empty(),
+        "no slot until a run ends"
+    );
+    // A slot frees: the rejected run goes at once, without waiting the retry delay.
+    store.on_message(1, &completed(&ids[0], None), now, 4);
+    assert_eq!(store.offers(now, &one), vec![(ids[3].clone(), 1)]);
+    assert!(store.offers(now, &one).is_empty(), "full again");
+    // Two free slots: two offers at once, now that the limit is known.
+    store.on_message(1, &claimed(&ids[3]), now, 5);
+    store.on_message(1, &completed(&ids[1], None), now, 6);
+    store.on_message(1, &failed(&ids[2]), now, 6);
+    assert_eq!(
+        store.offers(now, &one),
+        vec![(ids[4].clone(), 1), (ids[5].clone(), 1)]
+    );
+    assert_eq!(store.rejections(), 1);
+}
+
+#[test]
+fn capacity_dispatch_forgets_a_limit_with_its_connection() {
+    let mut store = capacity();
+    let now = Instant::now();
+    let a = store.create(spec("w"), 1).id;
+    let b = store.create(spec("w"), 1).id;
+    store.offers(now, &workers(&[(1, "w")]));
+    store.on_message(1, &claimed(&a), now, 2);
+    store.offers(now, &workers(&[(1, "w")]));
+    store.on_message(1, &rejected(&b), now, 3);
+    assert_eq!(store.learned_limit(1), Some(1));
+    store.on_disconnected(1, 4);
+    assert_eq!(store.learned_limit(1), None);
+}
+
+#[test]
+fn a_rejection_while_shutting_down_waits_the_retry_delay_in_capacity_mode() {
+    let mut store = capacity();
+    let now = Instant::now();
+    let one = workers(&[(1, "w")]);
+    let id = store.create(spec("w"), 1).id;
+    store.offers(now, &one);
+    let shutting_down = WorkerMessage::TaskRejected {
+        task_id: id.clone(),
+        reason: "worker shutting down".into(),
+    };
+    store.on_message(1, &shutting_down, now, 2);
+    assert_eq!(store.learned_limit(1), None, "not a capacity rejection");
+    assert!(store.offers(now, &one).is_empty());
+    assert_eq!(store.offers(now + DELAY, &one), vec![(id, 1)]);
+}
+
+#[test]
+fn a_run_whose_worker_vanished_fails_after_the_orphan_timeout() {
+    let timeout = Duration::from_secs(60);
+    let mut store = capacity();
+    let now = Instant::now();
+    let id = store.create(spec("w"), 1).id;
+    store.offers(now, &workers(&[(1, "w")]));
+    store.on_message(1, &claimed(&id), now, 2);
+    store.on_disconnected(1, 3);
+    let nobody = BTreeMap::new();
+    store.tick(now, 4, &nobody);
+    store.tick(now + timeout - Duration::from_millis(1), 5, &nobody);
+    assert_eq!(store.get(&id).unwrap().state, RunState::InProgress);
+    store.tick(now + timeout, 6, &nobody);
+    let run = store.get(&id).unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    assert_eq!(run.failure_reason.as_deref(), Some(ORPHANED));
+    let message = run.status_message.clone().unwrap();
+    assert!(
+        message.contains("vanished") && message.contains("\"w\""),
+        "{message}"
+    );
+    // A report that arrives after the run was failed is ignored.
+    assert_eq!(
+        store.on_message(2, &completed(&id, None), now + timeout, 7),
+        Reaction::Ignored
+    );
+    assert_eq!(store.get(&id).unwrap().state, RunState::Failed);
+}
+
+#[test]
+fn a_report_from_the_returning_worker_wins_before_the_orphan_timeout() {
+    let timeout = Duration::from_secs(60);
+    let mut store = capacity();
+    let now = Instant::now();
+    let id = store.create(spec("w"), 1).id;
+    store.offers(now, &workers(&[(1, "w")]));
+    store.on_message(1, &claimed(&id), now, 2);
+    store.on_disconnected(1, 3);
+    store.tick(now, 4, &BTreeMap::new());
+    // Its worker id reconnects: the orphan clock stops, however long the run takes.
+    store.tick(now + timeout * 2, 5, &workers(&[(2, "w")]));
+    assert_eq!(store.get(&id).unwrap().state, RunState::InProgress);
+    // Another worker id being connected does not count.
+    store.tick(now + timeout * 2, 6, &workers(&[(3, "other")]));
+    store.tick(
+        now + timeout * 3 - Duration::from_millis(1),
+        7,
+        &workers(&[(3, "other")]),
+    );
+    store.on_message(2, &completed(&id, None), now + timeout * 3, 8);
+    assert_eq!(store.get(&id).unwrap().state, RunState::Succeeded);
+}
+
+#[test]
+fn failure_reasons_map_to_the_sdk_error_codes() {
+    let cases = [
+        ("image_pull", Some(("environment_setup_failed", false))),
+        ("setup_command", Some(("environment_setup_failed", false))),
+        ("evicted", Some(("resource_unavailable", true))),
+        (ORPHANED, Some(("resource_unavailable", true))),
+        ("agent_invocation", None),
+        ("task_timeout", None),
+        ("unknown", None),
+    ];
+    for (reason, want) in cases {
+        assert_eq!(error_for_reason(reason), want, "{reason}");
+    }
 }

@@ -14,7 +14,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -34,7 +34,8 @@ use oz_protocol::{WorkerMessage, encode_assignment, encode_cancellation};
 
 /// The largest run API body accepted.
 const MAX_BODY: usize = 1 << 20;
-/// How often the dispatcher offers queued runs and promotes claimed ones.
+/// How often the dispatcher runs without being woken: it promotes claimed runs, fails
+/// orphaned ones and offers runs whose retry delay has passed.
 const DISPATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What the handle asks a connection task to do.
@@ -64,6 +65,9 @@ pub(super) struct Shared {
     run_options: RunOptions,
     /// The `worker_id` of each open, served connection.
     worker_ids: std::sync::Mutex<BTreeMap<ConnectionId, String>>,
+    /// Wakes the dispatcher when a run may have become due: a run was created or cancelled,
+    /// a worker's message freed or took a slot, a connection opened or ended.
+    pub(super) wake: Notify,
 }
 
 impl Shared {
@@ -78,7 +82,11 @@ impl Shared {
             messages_tx,
             messages_rx: Mutex::new(messages_rx),
             next_id: AtomicU64::new(1),
-            runs: std::sync::Mutex::new(RunStore::new(run_options.retry_delay)),
+            runs: std::sync::Mutex::new(
+                RunStore::new(run_options.retry_delay)
+                    .configured(run_options.dispatch, run_options.orphan_timeout),
+            ),
+            wake: Notify::new(),
             run_options,
             worker_ids: std::sync::Mutex::new(BTreeMap::new()),
         }
@@ -100,7 +108,7 @@ impl Shared {
         let workers = Connections::worker_ids(self);
         let now = tokio::time::Instant::now().into_std();
         let mut store = self.lock_runs();
-        store.tick(now, timestamp::now_us());
+        store.tick(now, timestamp::now_us(), &workers);
         for (run_id, conn) in store.offers(now, &workers) {
             let Some(run) = store.get(&run_id) else {
                 continue;
@@ -224,11 +232,16 @@ async fn route(
     };
     // The store stays locked while a cancel reads the connections and sends, so a connection
     // that opens meanwhile either is among them or gets the cancellation from `on_connected`.
-    let mut store = shared.lock_runs();
-    api::handle(&api_request, &shared.api_key, &mut store, shared.as_ref())
+    let response = {
+        let mut store = shared.lock_runs();
+        api::handle(&api_request, &shared.api_key, &mut store, shared.as_ref())
+    };
+    shared.wake.notify_one();
+    response
 }
 
-/// Runs the dispatcher every [`DISPATCH_EVERY`] until `stop` fires.
+/// Runs the dispatcher when woken (a slot freed, a run was created…) and every
+/// [`DISPATCH_EVERY`], until `stop` fires.
 pub(super) async fn dispatch_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(DISPATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -236,6 +249,7 @@ pub(super) async fn dispatch_loop(shared: Arc<Shared>, stop: CancellationToken) 
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => shared.dispatch(),
+            () = shared.wake.notified() => shared.dispatch(),
         }
     }
 }
@@ -310,6 +324,7 @@ fn upgrade(
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, worker_id.clone());
             shared.on_connected(id, &worker_id);
+            shared.wake.notify_one();
         }
         shared.connections.send_modify(|conns| {
             conns.push(ConnectionInfo {
@@ -335,6 +350,7 @@ fn upgrade(
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
             shared.lock_runs().on_disconnected(id, timestamp::now_us());
+            shared.wake.notify_one();
         }
         shared.update_connection(id, |conn| conn.open = false);
     });
@@ -387,6 +403,9 @@ async fn serve_connection(
                         let now = tokio::time::Instant::now().into_std();
                         shared.lock_runs().on_message(id, message, now, timestamp::now_us())
                     });
+                    if reaction == Some(Reaction::Applied) {
+                        shared.wake.notify_one();
+                    }
                     let task_id = message.as_ref().map(|m| m.task_id().to_owned());
                     let _ = shared.messages_tx.send(Received { connection: id, text, message });
                     if reaction == Some(Reaction::CancelAgain) && let Some(task_id) = task_id {
