@@ -10,7 +10,7 @@ use oz_agent_worker::ports::{Metrics, Readiness, Signal};
 use tokio::io::AsyncWriteExt;
 
 use super::otel_otlp::scripted_signals;
-use crate::support::http::get;
+use crate::support::http::{get, get_with};
 use crate::support::prometheus::{PrometheusServer, binary};
 use crate::support::require;
 
@@ -172,4 +172,190 @@ async fn a_real_prometheus_scrapes_the_worker_and_reads_the_series_back() {
         )
         .await;
     metrics.shutdown(SHUTDOWN_TIMEOUT).await.unwrap();
+}
+
+/// The Go worker's exposition right after start-up, series by series (see the file's header).
+const GO_PRIMED: &str = include_str!("data/go_worker_primed_exposition.txt");
+
+/// Series this worker adds on purpose (README, "Deliberate differences from the Go worker").
+const DELIBERATE_EXTRAS: &[&str] = &["oz_worker_tasks_rejected_total{reason=\"shutting_down\"} 0"];
+
+/// Reduces a text exposition to comparable lines: `TYPE`/`HELP` lines and `series value`
+/// lines, labels sorted, `otel_scope_*` labels dropped, and `target_info` reduced to the
+/// attributes the worker sets (not the SDK's `telemetry_sdk_*`).
+fn comparable(exposition: &str) -> std::collections::BTreeSet<String> {
+    let mut lines = std::collections::BTreeSet::new();
+    for line in exposition.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            lines.insert(format!("TYPE {rest}"));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            lines.insert(format!("HELP {rest}"));
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, labels.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut kept: Vec<&str> = split_labels(labels)
+            .into_iter()
+            .filter(|label| !label.starts_with("otel_scope_"))
+            .filter(|label| name != "target_info" || !label.starts_with("telemetry_sdk_"))
+            .collect();
+        kept.sort_unstable();
+        let series = if kept.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name}{{{}}}", kept.join(","))
+        };
+        lines.insert(format!("{series} {value}"));
+    }
+    lines
+}
+
+/// Splits `a="x",b="y,z"` at the commas between labels (not inside quoted values).
+fn split_labels(labels: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (index, byte) in labels.bytes().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                parts.push(&labels[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < labels.len() {
+        parts.push(&labels[start..]);
+    }
+    parts
+}
+
+/// `/metrics` answers as the Go worker's promhttp handler does: the content type with
+/// `escaping=underscores`, gzip when asked for (and not when refused with `q=0`), the handler's
+/// error counter primed at 0, and the same series, TYPE and HELP as the Go worker right after
+/// start-up (the expected exposition is data, written from the Go worker's code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_matches_the_go_workers_exposition_series_by_series() {
+    let metrics = start_worker_metrics(Readiness::default()).await;
+    let addr = metrics.prometheus_addr().unwrap();
+
+    let plain = get_with(addr, "/metrics", &[]).await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8; escaping=underscores")
+    );
+    assert_eq!(plain.header("content-encoding"), None);
+    let exposition = String::from_utf8(plain.body.clone()).unwrap();
+
+    let gzipped = get_with(
+        addr,
+        "/metrics",
+        &[("Accept-Encoding", "deflate, gzip;q=0.8")],
+    )
+    .await;
+    assert_eq!(gzipped.status, 200);
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(gzipped.header("content-type"), plain.header("content-type"));
+    let mut decoded = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(gzipped.body.as_slice()),
+        &mut decoded,
+    )
+    .expect("a gzip body");
+    assert_eq!(comparable(&decoded), comparable(&exposition));
+    assert!(gzipped.body.len() < plain.body.len() / 3, "gzip compresses");
+
+    let refused = get_with(
+        addr,
+        "/metrics",
+        &[("Accept-Encoding", "gzip;q=0, identity")],
+    )
+    .await;
+    assert_eq!(refused.header("content-encoding"), None);
+
+    let ours = comparable(&exposition);
+    let mut expected: std::collections::BTreeSet<String> = GO_PRIMED
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    expected.extend(DELIBERATE_EXTRAS.iter().map(|line| (*line).to_owned()));
+    let missing: Vec<&String> = expected.difference(&ours).collect();
+    let extra: Vec<&String> = ours.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing from ours: {missing:#?}\nonly in ours: {extra:#?}\n--- exposition ---\n{exposition}"
+    );
+    metrics.shutdown(SHUTDOWN_TIMEOUT).await.unwrap();
+}
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// `deploy/prometheus/alerts.yaml` passes `promtool check rules`, and its unit tests (every
+/// alert fires on a series that should page and stays quiet on one that should not) pass
+/// `promtool test rules`.
+#[tokio::test]
+async fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let Some(promtool) = binary("OZ_TEST_PROMTOOL_BIN") else {
+        require("promtool (OZ_TEST_PROMTOOL_BIN)", false);
+        return;
+    };
+    let dir = repo_file("deploy/prometheus");
+    let rules = std::fs::read_to_string(dir.join("alerts.yaml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("alerts.test.yaml")).unwrap();
+    for line in rules.lines() {
+        if let Some(alert) = line.trim().strip_prefix("- alert: ") {
+            assert!(
+                tests.matches(&format!("alertname: {alert}")).count() >= 2,
+                "{alert} needs a firing and a quiet case in alerts.test.yaml"
+            );
+        }
+    }
+    for args in [
+        ["check", "rules", "alerts.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let output = tokio::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
+        assert!(text.contains("SUCCESS"), "promtool {args:?}:\n{text}");
+    }
+}
+
+/// The Helm chart ships the same dashboard as `deploy/grafana`.
+#[test]
+fn the_charts_grafana_dashboard_is_the_deploy_dashboard() {
+    let deploy = std::fs::read(repo_file("deploy/grafana/oz-agent-worker.json")).unwrap();
+    let chart = std::fs::read(repo_file(
+        "charts/oz-agent-worker/files/grafana-dashboard.json",
+    ))
+    .unwrap();
+    assert!(
+        deploy == chart,
+        "charts/oz-agent-worker/files/grafana-dashboard.json differs from deploy/grafana/oz-agent-worker.json: copy it"
+    );
+    let dashboard: serde_json::Value = serde_json::from_slice(&deploy).unwrap();
+    assert_eq!(dashboard["uid"], "oz-agent-worker");
 }

@@ -114,6 +114,91 @@ async fn prometheus_sees_claims_rejections_completions_and_readiness_of_a_runnin
     daemon.stop().await.unwrap();
 }
 
+/// Every PromQL expression of `deploy/grafana/oz-agent-worker.json`, with the dashboard's
+/// variables as Grafana fills them for "All" (`$worker_id` = `.*`, `$__rate_interval` = `1m`),
+/// evaluated by a real Prometheus scraping a real daemon that claimed, rejected, cancelled and
+/// completed tasks: each one answers without an error and with data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
+    let Some(prometheus) = binary("OZ_TEST_PROMETHEUS_BIN") else {
+        require("Prometheus (OZ_TEST_PROMETHEUS_BIN)", false);
+        return;
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/grafana/oz-agent-worker.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .map(|target| target["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+
+    let port = free_port().to_string();
+    let cp = control_plane().await;
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("go");
+    let gate_arg = format!("OZ_STANDIN_WAIT_FILE={}", gate.display());
+    let daemon = spawn_direct_with_env(
+        &cp,
+        &["--max-concurrent-tasks", "1", "-e", &gate_arg],
+        &[
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1"),
+            ("OTEL_EXPORTER_PROMETHEUS_PORT", &port),
+        ],
+    )
+    .await;
+    let target: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = PrometheusServer::start(&prometheus, target).await;
+    wait_ready(target).await;
+
+    // A mix: one claimed and cancelled, one rejected meanwhile, one claimed and succeeded.
+    cp.assign(&sample_assignment("run-d1")).unwrap();
+    assert!(matches!(
+        next(&cp).await.message,
+        Some(WorkerMessage::TaskClaimed { .. })
+    ));
+    cp.assign(&sample_assignment("run-d2")).unwrap();
+    assert!(matches!(
+        next(&cp).await.message,
+        Some(WorkerMessage::TaskRejected { .. })
+    ));
+    server.wait_for_value("oz_worker_tasks_active", 1.0).await;
+    cp.cancel("run-d1").unwrap();
+    assert!(matches!(
+        next(&cp).await.message,
+        Some(WorkerMessage::TaskCompleted { .. })
+    ));
+    std::fs::write(&gate, b"go").unwrap();
+    run_task_to_completion(&cp, "run-d3").await;
+    server
+        .wait_for_value("sum(oz_worker_tasks_completed_total)", 2.0)
+        .await;
+
+    for expr in &exprs {
+        let promql = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$worker_id", ".*");
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let result = server.query(&promql).await;
+            if result.as_ref().is_some_and(|r| !r.is_empty()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dashboard expression returned no data or an error: {promql}: {result:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    daemon.stop().await.unwrap();
+}
+
 /// Polls `/readyz` on `addr` until it answers 200, failing the test after 30 s.
 async fn wait_ready(addr: SocketAddr) {
     tokio::time::timeout(BOUND, async {

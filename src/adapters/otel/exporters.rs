@@ -73,13 +73,21 @@ pub(crate) fn build(
     }
 }
 
-/// The resource from already-merged attributes; no detector reads the process environment.
-fn resource(attributes: &BTreeMap<String, String>) -> Resource {
+/// The semantic-conventions schema URL of the resource, as the Go worker sends it: its
+/// OpenTelemetry Go SDK (the one `autoexport` v0.68.0 requires, v1.43) builds its default
+/// resource with semconv v1.40.0, and Go refuses to merge resources whose schema URLs differ,
+/// so the worker's resource carries that same URL.
+pub(crate) const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.40.0";
+
+/// The resource from already-merged attributes, with [`SCHEMA_URL`]; no detector reads the
+/// process environment.
+pub(crate) fn resource(attributes: &BTreeMap<String, String>) -> Resource {
     Resource::builder_empty()
-        .with_attributes(
+        .with_schema_url(
             attributes
                 .iter()
                 .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+            SCHEMA_URL,
         )
         .build()
 }

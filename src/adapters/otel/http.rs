@@ -2,6 +2,12 @@
 //! exporter is `prometheus`), `/healthz` (the process is alive) and `/readyz` (connected to the
 //! control plane and the backend's preflight passed). Anything else is 404.
 //!
+//! `/metrics` answers as the Go worker's handler (client_golang's `promhttp.HandlerFor` with the
+//! registry set): `Content-Type: text/plain; version=0.0.4; charset=utf-8; escaping=underscores`,
+//! a gzip body when the request's `Accept-Encoding` accepts gzip, and the handler's own
+//! `promhttp_metric_handler_errors_total{cause="encoding"|"gathering"}` counter, both primed
+//! at 0, counting failures to encode (or gather) the exposition.
+//!
 //! The reference server's timeouts apply: 5 s to read request headers, 10 s of write
 //! without progress, 120 s idle; it listens on every address the host resolves to.
 
@@ -150,8 +156,10 @@ pub(crate) fn serve(
     readiness: Readiness,
     stop: CancellationToken,
 ) -> Result<Vec<SocketAddr>, OtelError> {
+    let handler_errors = registry.as_ref().map(register_handler_errors).transpose()?;
     let state = Arc::new(Endpoints {
         registry,
+        handler_errors,
         readiness,
     });
     let mut addrs = Vec::with_capacity(listeners.len());
@@ -169,6 +177,7 @@ pub(crate) fn serve(
 
 struct Endpoints {
     registry: Option<Registry>,
+    handler_errors: Option<prometheus::IntCounterVec>,
     readiness: Readiness,
 }
 
@@ -217,7 +226,11 @@ impl Endpoints {
         match (request.uri().path(), &self.registry) {
             ("/healthz", _) => text(StatusCode::OK, "ok\n".to_owned()),
             ("/readyz", _) => self.readyz(),
-            ("/metrics", Some(registry)) => metrics(registry),
+            ("/metrics", Some(registry)) => metrics(
+                registry,
+                self.handler_errors.as_ref(),
+                accepts_gzip(request.headers()),
+            ),
             _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
         }
     }
@@ -236,20 +249,91 @@ impl Endpoints {
     }
 }
 
-fn metrics(registry: &Registry) -> Response<Full<Bytes>> {
+/// The `Content-Type` of `/metrics`, as client_golang's promhttp sends the text format.
+pub(crate) const METRICS_CONTENT_TYPE: &str =
+    "text/plain; version=0.0.4; charset=utf-8; escaping=underscores";
+
+/// The promhttp handler's own error counter, registered in the worker's registry with both
+/// causes primed at 0, as client_golang does when the handler is given the registry.
+pub(crate) fn register_handler_errors(
+    registry: &Registry,
+) -> Result<prometheus::IntCounterVec, OtelError> {
+    let counter = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "promhttp_metric_handler_errors_total",
+            "Total number of internal errors encountered by the promhttp metric handler.",
+        ),
+        &["cause"],
+    )
+    .map_err(|error| OtelError::Exporter(error.to_string()))?;
+    registry
+        .register(Box::new(counter.clone()))
+        .map_err(|error| OtelError::Exporter(error.to_string()))?;
+    counter.with_label_values(&["gathering"]);
+    counter.with_label_values(&["encoding"]);
+    Ok(counter)
+}
+
+/// True when `Accept-Encoding` lists gzip with a non-zero quality.
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|part| {
+            let mut pieces = part.split(';').map(str::trim);
+            let coding = pieces.next().unwrap_or("");
+            let refused = pieces.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            coding.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+fn metrics(
+    registry: &Registry,
+    errors: Option<&prometheus::IntCounterVec>,
+    gzip: bool,
+) -> Response<Full<Bytes>> {
+    let count_error = |cause: &str| {
+        if let Some(errors) = errors {
+            errors.with_label_values(&[cause]).inc();
+        }
+    };
     let encoder = TextEncoder::new();
     let mut body = Vec::with_capacity(16 * 1024);
-    match encoder.encode(&registry.gather(), &mut body) {
-        Ok(()) => Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, encoder.format_type())
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_default(),
-        Err(error) => text(
+    if let Err(error) = encoder.encode(&registry.gather(), &mut body) {
+        count_error("encoding");
+        return text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to encode metrics: {error}\n"),
-        ),
+            format!("error encoding and sending metric family: {error}\n"),
+        );
     }
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, METRICS_CONTENT_TYPE);
+    if gzip {
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::default(),
+        );
+        match std::io::Write::write_all(&mut encoder, &body).and_then(|()| encoder.finish()) {
+            Ok(compressed) => {
+                body = compressed;
+                response = response.header(header::CONTENT_ENCODING, "gzip");
+            }
+            Err(error) => {
+                count_error("encoding");
+                tracing::debug!(%error, "gzip of the metrics exposition failed; sending it plain");
+            }
+        }
+    }
+    response
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
