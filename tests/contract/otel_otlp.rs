@@ -63,6 +63,8 @@ fn assert_catalogue(export: &Export) {
     assert_eq!(r["worker.id"], "w-otlp");
     assert_eq!(r["worker.backend"], "kubernetes");
     assert_eq!(r["telemetry.sdk.language"], "rust");
+    // The semconv schema URL the Go worker's SDK (OTel Go v1.43, semconv v1.40.0) sends.
+    assert_eq!(export.schema_url, "https://opentelemetry.io/schemas/1.40.0");
     assert_eq!(r["deployment.environment"], "test");
 
     for spec in CATALOGUE {

@@ -30,6 +30,8 @@ pub(crate) struct Export {
     pub headers: BTreeMap<String, String>,
     /// Resource attributes.
     pub resource: BTreeMap<String, String>,
+    /// The resource's `schema_url`.
+    pub schema_url: String,
     /// Instrumentation scope names.
     pub scopes: Vec<String>,
     /// Every metric.
@@ -231,6 +233,7 @@ fn flatten(headers: BTreeMap<String, String>, request: &ExportMetricsServiceRequ
         if let Some(resource) = &resource_metrics.resource {
             export.resource.extend(attrs(&resource.attributes));
         }
+        export.schema_url.clone_from(&resource_metrics.schema_url);
         for scope_metrics in &resource_metrics.scope_metrics {
             if let Some(scope) = &scope_metrics.scope {
                 export.scopes.push(scope.name.clone());

@@ -96,7 +96,11 @@ fn otlp_exporter(otlp: &OtlpConfig) -> Result<opentelemetry_otlp::MetricExporter
     let built = match otlp.protocol {
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
             .with_http()
-            .with_http_client(http_client(otlp)?)
+            .with_http_client(super::export_log::LoggingClient::new(
+                http_client(otlp)?,
+                otlp.endpoint.clone(),
+                std::sync::Arc::new(std::time::Instant::now),
+            ))
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(otlp.endpoint.clone())
             .with_timeout(otlp.timeout)

@@ -7,6 +7,7 @@
 //! gives a [`NoopMetrics`] and one log line; recording never blocks and never panics.
 
 mod config;
+mod export_log;
 mod exporters;
 mod http;
 mod instruments;
