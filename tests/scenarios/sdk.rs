@@ -157,7 +157,7 @@ run = wait_for(run_id, ["CANCELLED", "SUCCEEDED", "FAILED"])
 try:
     client.agent.runs.cancel(run_id)
     again = None
-except oz_agent_sdk.ConflictError as e:
+except oz_agent_sdk.BadRequestError as e:
     again = {"status": e.status_code, "body": e.body}
 out({"answer": answer, "run": run.model_dump(mode="json", by_alias=True), "again": again})
 "#,
@@ -170,8 +170,10 @@ out({"answer": answer, "run": run.model_dump(mode="json", by_alias=True), "again
         result["run"]["status_message"]["message"],
         "Task cancelled by user request."
     );
-    assert_eq!(result["again"]["status"], 409, "{result}");
-    assert_eq!(result["again"]["body"]["status"], 409);
+    // As the SDK documents: a run in a terminal state cannot be cancelled (400, not retryable).
+    assert_eq!(result["again"]["status"], 400, "{result}");
+    assert_eq!(result["again"]["body"]["status"], 400);
+    assert_eq!(result["again"]["body"]["retryable"], false);
     assert_eq!(wait_all_dead(&pids).await, Vec::<i32>::new());
     daemon.stop().await.unwrap();
 }
@@ -181,7 +183,7 @@ async fn two_workers_with_one_id_share_a_burst_of_runs() {
     let Some(python) = python() else { return };
     let cp = control_plane().await;
     // Every agent waits for this file, so both workers stay at capacity until the test has
-    // seen runs rejected and offered again.
+    // seen each connection reject one run (which teaches the control plane its limit).
     let gate_dir = tempfile::tempdir().unwrap();
     let gate = gate_dir.path().join("go");
     let wait = format!("OZ_STANDIN_WAIT_FILE={}", gate.display());
@@ -212,7 +214,7 @@ out(ids)
                 .iter()
                 .filter(|r| r.state == RunState::InProgress)
                 .count();
-            if running == 2 && runs.iter().any(|r| r.offers > 1) {
+            if running == 2 && cp.rejections() >= 2 {
                 return runs;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -220,8 +222,16 @@ out(ids)
     };
     let runs = tokio::time::timeout(Duration::from_secs(30), poll)
         .await
-        .unwrap_or_else(|_| panic!("never saw 2 running and a re-offer: {:?}", cp.runs()));
+        .unwrap_or_else(|_| panic!("never saw 2 running and 2 rejections: {:?}", cp.runs()));
     assert!(runs.iter().all(|r| r.state != RunState::Failed), "{runs:?}");
+    // Capacity-aware dispatch: once each connection's limit is learned, the waiting runs are
+    // not offered again while both workers are full.
+    let queued: Vec<_> = runs
+        .iter()
+        .filter(|r| r.state == RunState::Queued)
+        .collect();
+    assert_eq!(queued.len(), 2, "{runs:?}");
+    assert_eq!(cp.rejections(), 2, "{runs:?}");
     std::fs::write(&gate, "").unwrap();
 
     let mut args: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -246,6 +256,11 @@ out(ids)
     all.sort();
     ids.sort();
     assert_eq!(all, ids, "each run ran exactly once");
+    assert_eq!(
+        cp.rejections(),
+        2,
+        "freed slots were offered without new rejections"
+    );
     first.stop().await.unwrap();
     second.stop().await.unwrap();
 }
@@ -308,7 +323,7 @@ out({"done": done, "waiting": waiting, "first_len": len(first.runs),
 }
 
 #[tokio::test]
-async fn the_sdk_gets_401_404_409_and_422_as_typed_errors() {
+async fn the_sdk_gets_400_401_404_and_422_as_typed_errors() {
     let Some(python) = python() else { return };
     let cp = control_plane().await;
     let result = sdk::run(
@@ -328,7 +343,7 @@ client.agent.runs.cancel(queued)
 out({
     "401": status(lambda: bad_key.agent.runs.list()),
     "404": status(lambda: client.agent.runs.retrieve("no-such-run")),
-    "409": status(lambda: client.agent.runs.cancel(queued)),
+    "400": status(lambda: client.agent.runs.cancel(queued)),
     "422": status(lambda: client.agent.run(prompt="p")),
     "422_type": status(lambda: client.agent.run(prompt="p",
                         config={"worker_host": "w", "idle_timeout_minutes": "ten"})),
@@ -341,7 +356,7 @@ out({
     let cases = [
         ("401", "AuthenticationError"),
         ("404", "NotFoundError"),
-        ("409", "ConflictError"),
+        ("400", "BadRequestError"),
         ("422", "UnprocessableEntityError"),
         ("422_type", "UnprocessableEntityError"),
     ];
