@@ -211,6 +211,31 @@ oz_k8s_pause_image() {
     DOCKER_BUILDKIT=0 oz_k8s_loud "building $oz_k8s_pause" docker build -q -t "$oz_k8s_pause" -
 }
 
+# The sidecar image for pods: the Docker tests' sidecar (the stand-in agent at /entrypoint.sh)
+# plus GNU tar, and dash as /bin/sh (busybox's sh runs its own applets before PATH), with their
+# libraries, because the Job's sidecar copy uses `tar --exclude`, which Debian's busybox-static
+# tar lacks. Tagged by the base sidecar's id and the host tar's version.
+oz_k8s_sidecar_image() {
+  local base="${OZ_TEST_DOCKER_SIDECAR:?OZ_TEST_DOCKER_SIDECAR is set by 20-docker.sh}" id tag work lib
+  id="$(docker image inspect --format '{{.Id}}' "$base")" || return 1
+  id="${id#sha256:}"
+  tag="$( { echo "$id path dash"; tar --version | head -1; } | sha256sum | cut -c1-12)"
+  oz_k8s_sidecar="oz-test/k8s-sidecar:$tag"
+  if docker image inspect "$oz_k8s_sidecar" >/dev/null 2>&1; then
+    return 0
+  fi
+  work="$(mktemp -d)"
+  mkdir -p "$work/root/usr/local/bin" "$work/root/lib64" "$work/root/lib/x86_64-linux-gnu"
+  cp "$(command -v tar)" "$work/root/usr/local/bin/tar"
+  cp "$(command -v dash)" "$work/root/usr/local/bin/dash"
+  for lib in $({ ldd "$(command -v tar)"; ldd "$(command -v dash)"; } | grep -o '/[^ ]*'); do
+    cp -L "$lib" "$work/root$lib"
+  done
+  printf 'FROM %s\nENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nCOPY root/ /\nRUN rm /bin/sh && ln -s /usr/local/bin/dash /bin/sh\n' "$base" >"$work/Dockerfile"
+  DOCKER_BUILDKIT=0 oz_k8s_loud "building $oz_k8s_sidecar" docker build -q -t "$oz_k8s_sidecar" "$work"
+  rm -rf "$work"
+}
+
 oz_k8s_kubelet_healthy() {
   curl -sf --max-time 2 "http://127.0.0.1:$oz_k8s_kubelet_healthz_port/healthz" >/dev/null 2>&1
 }
@@ -229,6 +254,7 @@ oz_k8s_start_node() {
   local state=$oz_k8s_state cache="$oz_k8s_cache" pids="$OZ_TEST_STATE_DIR/pids"
   oz_k8s_docker_clamp
   oz_k8s_pause_image
+  oz_k8s_sidecar_image
   if ! oz_k8s_alive "$state/scheduler.pid"; then
     "$cache/bin/kube-scheduler" --kubeconfig="$state/admin.kubeconfig" --leader-elect=false \
       --port=0 --secure-port=0 >"$state/scheduler.log" 2>&1 &
@@ -280,6 +306,7 @@ EOF
   fi
   export OZ_TEST_KUBE_NODE="$oz_k8s_node"
   export OZ_TEST_KUBE_PAUSE_IMAGE="$oz_k8s_pause"
+  export OZ_TEST_KUBE_SIDECAR="$oz_k8s_sidecar"
 }
 
 oz_k8s_start() {
@@ -355,7 +382,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     mkdir -p "$OZ_TEST_STATE_DIR" && touch "$OZ_TEST_STATE_DIR/pids"
     oz_k8s_build
     oz_k8s_start
-    echo "export OZ_TEST_KUBECONFIG=$OZ_TEST_KUBECONFIG OZ_TEST_KUBECONFIG_RESTRICTED=$OZ_TEST_KUBECONFIG_RESTRICTED OZ_TEST_KUBECONFIG_NORBAC=$OZ_TEST_KUBECONFIG_NORBAC OZ_TEST_KUBE_NAMESPACE_RBAC=$OZ_TEST_KUBE_NAMESPACE_RBAC OZ_TEST_KUBE_NODE=$OZ_TEST_KUBE_NODE"
+    echo "export OZ_TEST_KUBECONFIG=$OZ_TEST_KUBECONFIG OZ_TEST_KUBECONFIG_RESTRICTED=$OZ_TEST_KUBECONFIG_RESTRICTED OZ_TEST_KUBECONFIG_NORBAC=$OZ_TEST_KUBECONFIG_NORBAC OZ_TEST_KUBE_NAMESPACE_RBAC=$OZ_TEST_KUBE_NAMESPACE_RBAC OZ_TEST_KUBE_NODE=$OZ_TEST_KUBE_NODE OZ_TEST_KUBE_SIDECAR=$OZ_TEST_KUBE_SIDECAR"
     ;;
   *) echo "usage: $0 [build|start]" >&2 && exit 2 ;;
   esac
