@@ -85,15 +85,45 @@ pub(crate) fn worker_config(namespace: &str) -> KubernetesConfig {
 
 /// A task spec with a unique id, a secret env value and a sidecar.
 pub(crate) fn task_spec(secret: &str) -> TaskSpec {
+    task_spec_on("oz-test/busybox:1", "warp/agent:1", secret, &[])
+}
+
+/// A task spec for the real node: the busybox test image, the stand-in `oz` sidecar, `env`.
+pub(crate) fn node_task_spec(secret: &str, env: &[(&str, &str)]) -> TaskSpec {
+    task_spec_on(&node_image(), &node_sidecar(), secret, env)
+}
+
+/// A task spec with a unique id on `image` and `sidecar`, a secret env value and `env`.
+pub(crate) fn task_spec_on(
+    image: &str,
+    sidecar: &str,
+    secret: &str,
+    env: &[(&str, &str)],
+) -> TaskSpec {
     let id = format!("019f5de4-{:04x}-762e-92ed-199c971abcba", fastrand::u16(..));
     let mut assignment = Assignment::new(TaskId::parse(id).unwrap());
     assignment.execution_id = format!("exec-{:08x}", fastrand::u32(..));
-    assignment.docker_image = Some("oz-test/busybox:1".to_owned());
-    assignment.sidecar_image = Some("warp/agent:1".to_owned());
+    assignment.docker_image = Some(image.to_owned());
+    assignment.sidecar_image = Some(sidecar.to_owned());
     assignment
         .env_vars
         .insert("GITHUB_TOKEN".to_owned(), secret.to_owned());
+    for (name, value) in env {
+        assignment
+            .env_vars
+            .insert((*name).to_owned(), (*value).to_owned());
+    }
     prepare(&assignment, &SpecSettings::default())
+}
+
+/// The worker config of the real-node tests: like [`worker_config`], with pods for the real
+/// scheduler and kubelet and `imagePullPolicy: Never` (nothing can be pulled).
+pub(crate) fn node_worker_config(namespace: &str) -> KubernetesConfig {
+    KubernetesConfig {
+        pod_template: None,
+        image_pull_policy: oz_agent_worker::adapters::kubernetes::ImagePullPolicy::Never,
+        ..worker_config(namespace)
+    }
 }
 
 /// The names the worker gives `spec`'s objects.
