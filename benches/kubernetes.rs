@@ -1,5 +1,5 @@
-//! Kubernetes backend cost and overhead through the real daemon (`WsTaskSource` + `Supervisor`
-//! + `KubernetesExecutor`, in this process, driven by a `LocalControlPlane` on 127.0.0.1),
+//! Kubernetes backend cost and overhead through the real daemon (`WsTaskSource`, `Supervisor`
+//! and `KubernetesExecutor`, in this process, driven by a `LocalControlPlane` on 127.0.0.1),
 //! against the v1.20.2 test cluster of scripts/setup/40-kubernetes.sh, in one run:
 //!
 //! 1. Scale: N concurrent tasks (500 with `--bench`) whose pods stay Pending (a node selector no
