@@ -228,9 +228,13 @@ async fn scale(admin: &Client, ns: &str, kubeconfig: std::path::PathBuf, tasks: 
         daemon.cp.cancel(id).unwrap();
     }
     let lp = ListParams::default().labels(&selector);
+    let mut jobs_gone = None;
     loop {
         let left_jobs = jobs.list_metadata(&lp).await.unwrap().items.len();
         let left_secrets = secrets.list_metadata(&lp).await.unwrap().items.len();
+        if left_jobs == 0 && jobs_gone.is_none() {
+            jobs_gone = Some(cancelled.elapsed());
+        }
         if left_jobs == 0 && left_secrets == 0 {
             break;
         }
@@ -241,7 +245,11 @@ async fn scale(admin: &Client, ns: &str, kubeconfig: std::path::PathBuf, tasks: 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
-        "  cancel all {tasks} -> every Job and Secret gone                     {}",
+        "  cancel all {tasks} -> every Job gone (the worker's deletes)         {}",
+        ms(jobs_gone.unwrap_or_default())
+    );
+    println!(
+        "  cancel all {tasks} -> every Job and Secret gone (+ garbage collector) {}",
         ms(cancelled.elapsed())
     );
     daemon.stop().await;

@@ -257,7 +257,7 @@ oz_k8s_start_node() {
   oz_k8s_sidecar_image
   if ! oz_k8s_alive "$state/scheduler.pid"; then
     "$cache/bin/kube-scheduler" --kubeconfig="$state/admin.kubeconfig" --leader-elect=false \
-      --port=0 --secure-port=0 >"$state/scheduler.log" 2>&1 &
+      --port=0 --secure-port=0 --kube-api-qps=200 --kube-api-burst=400 >"$state/scheduler.log" 2>&1 &
     echo $! >"$state/scheduler.pid"
     echo $! >>"$pids"
   fi
@@ -341,7 +341,8 @@ oz_k8s_start() {
     oz_k8s_kubeconfig "$state/admin.kubeconfig" "$oz_k8s_admin_token"
     "$cache/bin/kube-controller-manager" --kubeconfig="$state/admin.kubeconfig" \
       --controllers=job,garbagecollector,ttl-after-finished --feature-gates=TTLAfterFinished=true \
-      --leader-elect=false --port=0 --secure-port=0 >"$state/controller-manager.log" 2>&1 &
+      --leader-elect=false --port=0 --secure-port=0 --kube-api-qps=200 --kube-api-burst=400 \
+      >"$state/controller-manager.log" 2>&1 &
     echo $! >>"$pids"
   fi
   oz_k8s_kubeconfig "$state/admin.kubeconfig" "$oz_k8s_admin_token"
