@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Kubernetes API server for the Kubernetes backend tests (no internet needed).
 #
-# Builds kube-apiserver and kube-controller-manager v1.20.2 once, offline, from Debian's
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubelet v1.20.2 once, offline, from Debian's
 # `kubernetes` source package (it ships vendor/) with Debian's golang-1.19, into a cache folder
 # outside the repo keyed by version; etcd comes from Debian's `etcd-server` package (extracted,
 # not installed, so no system service starts). Then starts etcd + kube-apiserver +
@@ -12,11 +12,14 @@
 #   OZ_TEST_KUBECONFIG_RESTRICTED  kubeconfig of user oz-worker, RBAC-bound in namespace oz-rbac
 #   OZ_TEST_KUBECONFIG_NORBAC      kubeconfig of user oz-nobody (no permissions at all)
 #   OZ_TEST_KUBE_NAMESPACE_RBAC    the namespace the restricted user may use (oz-rbac)
-# There is no kubelet and no scheduler: the tests play the kubelet by patching pod status.
+# Also kube-scheduler and one kubelet (node `localhost`, dockershim on this machine's Docker
+# Engine; see oz_k8s_start_node), also next to an API server started earlier without them, and
+# exports OZ_TEST_KUBE_NODE, OZ_TEST_KUBE_PAUSE_IMAGE and OZ_TEST_KUBE_SIDECAR.
 #
 # Sourced by scripts/test.sh. Can also be run directly: `bash scripts/setup/40-kubernetes.sh
 # build` (build only) or `... start` (build if needed, start, print the exports).
-# Build cost on a fresh 2-core machine: ~5 min CPU (skipped when the cache has the binaries).
+# Build cost on a fresh 2-core machine: ~5 min CPU for the API server and controller manager,
+# ~9 min CPU more for kube-scheduler and kubelet (skipped when the cache has the binaries).
 
 oz_k8s_version=v1.20.2
 oz_k8s_cache="${OZ_TEST_CACHE:-/var/cache/oz-agent-worker-test}/kubernetes-$oz_k8s_version"
