@@ -1,9 +1,9 @@
 //! The supervisor: one closed event loop that owns the worker's state.
 //!
-//! Everything that can make the worker do something is an [`Event`]; [`Supervisor::next_event`]
-//! waits for the next one and [`Supervisor::handle_event`] handles it, synchronously, by applying
+//! Everything that can make the worker do something is an `Event`; `Supervisor::next_event`
+//! waits for the next one and `Supervisor::handle_event` handles it, synchronously, by applying
 //! the domain's lifecycle transitions (admission, cancel, finish, abandonment) and carrying out
-//! their effects through the ports. Shutdown is not a second loop: it is a [`Phase`] of this one,
+//! their effects through the ports. Shutdown is not a second loop: it is a `Phase` of this one,
 //! which changes what admission answers and which timer or bounded step the loop also waits for.
 
 use std::collections::HashMap;
@@ -347,9 +347,15 @@ impl Supervisor {
                 self.step = None;
             }
         }
-        // Stopping ends as soon as nothing holds a slot, whichever event freed the last one.
-        if matches!(self.phase, Phase::Stopping { .. }) && self.running() == 0 {
-            self.enter_flushing();
+        self.advance();
+    }
+
+    /// Leaves a phase that has nothing left to wait for, whichever event ended it.
+    fn advance(&mut self) {
+        match self.phase {
+            // Stopping ends as soon as no execution holds a slot.
+            Phase::Stopping { .. } if self.running() == 0 => self.enter_flushing(),
+            _ => {}
         }
     }
 
@@ -437,12 +443,17 @@ impl Supervisor {
         self.apply(&task_id, TaskEvent::Finished(Err(failure)));
     }
 
-    /// Closes intake and starts the shutdown phases. A backend whose tasks survive a restart
-    /// keeps them running; otherwise every task gets a shutdown cancel and the loop waits for
-    /// the executions within the stop deadline.
+    /// Closes intake (every phase after `Running` rejects assignments) and stops the tasks.
     fn begin_shutdown(&mut self, why: Stopped) {
         info!("Shutting down worker...");
         self.stopped = why;
+        self.stop_tasks();
+    }
+
+    /// A backend whose tasks survive a restart keeps them running, and the loop goes on to
+    /// flushing. Otherwise every task gets a shutdown cancel and the loop waits for the
+    /// executions in [`Phase::Stopping`], until the stop deadline.
+    fn stop_tasks(&mut self) {
         let n = self.tasks.len();
         if self.ports.executor.survives_daemon_restart() {
             if n > 0 {
