@@ -448,6 +448,18 @@ async fn with_only_dispatched_tasks_shutdown_does_not_wait() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_flush_that_cannot_drain_is_bounded() {
+    let mut h = Harness::with_fake(0, &FakeExecutor::new());
+    h.source.stall_flush();
+    h.shutdown.cancel();
+    step!(h, Event::ShutdownRequested);
+    let started = Instant::now();
+    step!(h, Event::Flushed { delivered: false });
+    assert_eq!(started.elapsed(), ShutdownDeadlines::default().flush);
+    assert_eq!(h.supervisor.phase, Phase::BackendShutdown);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_backend_shutdown_that_hangs_is_bounded() {
     let fake = FakeExecutor::new().with_shutdown_taking(Duration::from_secs(3600));
     let mut h = Harness::with_fake(0, &fake);
