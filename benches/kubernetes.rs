@@ -113,6 +113,7 @@ async fn scale(admin: &Client, ns: &str, kubeconfig: std::path::PathBuf, tasks: 
         .await
         .unwrap()
         .boxed();
+    let bare = bare_creates(admin, ns, tasks).await;
     let executor = KubernetesExecutor::connect(&worker).await.expect("connect");
     let base = metrics(admin).await;
     let (cpu0, preflight_requests) = (cpu_time(), executor.api_requests());
@@ -219,6 +220,16 @@ async fn scale(admin: &Client, ns: &str, kubeconfig: std::path::PathBuf, tasks: 
         ms(*latencies.last().unwrap())
     );
     println!(
+        "  bare (the bench's own client, same pace): Job + Secret create, create -> Job ADDED p50 {}, p99 {}",
+        ms(bare.0),
+        ms(bare.1)
+    );
+    println!(
+        "  ratio worker / bare: p50 {:.2}, p99 {:.2}",
+        ratio(pct(0.5), bare.0),
+        ratio(pct(0.99), bare.1)
+    );
+    println!(
         "  shared-watch lists so far                                          {}",
         executor.watch_lists()
     );
@@ -253,6 +264,76 @@ async fn scale(admin: &Client, ns: &str, kubeconfig: std::path::PathBuf, tasks: 
         ms(cancelled.elapsed())
     );
     daemon.stop().await;
+}
+
+/// The bare operation at the same pace: N Jobs (Pending behind a node selector) and their
+/// Secrets created directly, each as its own task; create sent → the Job's `ADDED` on a watch,
+/// p50 and p99. Deletes them (and waits) before returning.
+async fn bare_creates(admin: &Client, ns: &str, tasks: usize) -> (Duration, Duration) {
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    let lp = ListParams::default().labels("oz-bench-bare=1");
+    let version = jobs
+        .list_metadata(&lp)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = jobs
+        .watch(&WatchParams::default().labels("oz-bench-bare=1"), &version)
+        .await
+        .unwrap()
+        .boxed();
+    let started = Instant::now();
+    let mut sent = HashMap::new();
+    let mut creates = Vec::new();
+    for i in 0..tasks {
+        let name = format!("bare-scale-{i}");
+        let job: Job = serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": { "oz-bench-bare": "1" } },
+            "spec": { "backoffLimit": 0, "template": { "spec": { "restartPolicy": "Never",
+                "nodeSelector": { "oz-bench/pool": "nowhere" },
+                "containers": [{ "name": "task", "image": "oz-test/busybox:1" }] } } } }))
+        .unwrap();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": { "oz-bench-bare": "1" } },
+            "stringData": { "K": "v" } }))
+        .unwrap();
+        sent.insert(name, Instant::now());
+        let (jobs, secrets) = (jobs.clone(), secrets.clone());
+        creates.push(tokio::spawn(async move {
+            jobs.create(&PostParams::default(), &job).await.unwrap();
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+        }));
+        tokio::time::sleep_until((started + PACE * (i as u32 + 1)).into()).await;
+    }
+    let mut latencies = Vec::new();
+    while latencies.len() < tasks {
+        match tokio::time::timeout(WAIT, events.next()).await {
+            Ok(Some(Ok(WatchEvent::Added(job)))) => {
+                if let Some(at) = sent.get(job.metadata.name.as_deref().unwrap_or_default()) {
+                    latencies.push(at.elapsed());
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("Job watch ended: {other:?}"),
+        }
+    }
+    for create in creates {
+        create.await.unwrap();
+    }
+    let dp = DeleteParams::background();
+    jobs.delete_collection(&dp, &lp).await.unwrap();
+    secrets.delete_collection(&dp, &lp).await.unwrap();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    (pct(0.5), pct(0.99))
 }
 
 /// Part 2: a trivial task on the real node vs the same pod as a bare Job.

@@ -168,6 +168,7 @@ oz_k8s_docker_clamp() {
   if oz_k8s_docker_is_clamped && [ -x "$wrapper" ]; then
     return 0
   fi
+  command -v jq >/dev/null || oz_k8s_apt install -y --no-install-recommends jq
   runc="$(command -v runc)" || {
     echo "40-kubernetes: runc (the Docker Engine's runtime) is not on PATH" >&2
     return 1

@@ -284,7 +284,7 @@ async fn kubernetes_node_runs_the_task_in_a_real_pod_with_sidecar_argv_env_setup
 }
 
 #[tokio::test]
-async fn kubernetes_node_preflight_job_runs_the_preflight_image_on_the_node() {
+async fn kubernetes_node_preflight_pod_has_the_preflight_image_and_is_scheduled_on_the_node() {
     if !require("kubernetes node", k8s::node_available()) {
         return;
     }
