@@ -610,3 +610,53 @@ async fn kubernetes_an_external_delete_of_the_job_is_job_watch() {
         failure.message
     );
 }
+
+#[tokio::test]
+async fn kubernetes_pretend_kubelet_concurrent_tasks_share_one_job_watch_and_one_pod_watch() {
+    if !require("kubernetes api server", k8s::available()) {
+        return;
+    }
+    let admin = k8s::admin().await;
+    let config = k8s::worker_config(&k8s::namespace(&admin).await);
+    let executor = KubernetesExecutor::connect(&config).await.expect("connect");
+    assert_eq!(executor.watch_lists(), 0, "no watch before the first task");
+    let cancel = CancellationToken::new();
+    let mut runs = Vec::new();
+    let mut pods = Vec::new();
+    for _ in 0..4 {
+        let spec = k8s::task_spec(SECRET);
+        let names = k8s::names(&config, &spec);
+        let (executor, token) = (executor.clone(), cancel.clone());
+        runs.push(tokio::spawn(
+            async move { executor.run(&spec, token).await },
+        ));
+        pods.push(k8s::task_pod(&admin, &config.namespace, &names).await);
+    }
+    // Every task's pod exists; each task is waiting on its slice of the shared state.
+    let (jobs_after, pods_after) = (
+        registered_watchers(&admin, "Job").await,
+        registered_watchers(&admin, "Pod").await,
+    );
+    assert_eq!(
+        executor.watch_lists(),
+        2,
+        "one list per watch, not per task"
+    );
+    assert!(
+        jobs_after - jobs_before <= 1.0 && pods_after - pods_before <= 1.0,
+        "Job watchers {jobs_before} -> {jobs_after}, Pod watchers {pods_before} -> {pods_after}"
+    );
+    // One pod fails (the pretend kubelet): only its task ends, with its own failure.
+    k8s::set_pod_status(&admin, &config.namespace, &pods[0], PodStatus::Evicted).await;
+    let first = tokio::time::timeout(WAIT, runs.remove(0))
+        .await
+        .expect("the evicted task ends")
+        .unwrap();
+    assert_eq!(first.unwrap_err().reason, FailureReason::Evicted);
+    assert!(runs.iter().all(|r| !r.is_finished()), "the others wait on");
+    cancel.cancel();
+    for run in runs {
+        let outcome = tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
+        assert_eq!(outcome, Ok(Exit::Cancelled));
+    }
+}
