@@ -632,19 +632,12 @@ async fn kubernetes_pretend_kubelet_concurrent_tasks_share_one_job_watch_and_one
         ));
         pods.push(k8s::task_pod(&admin, &config.namespace, &names).await);
     }
-    // Every task's pod exists; each task is waiting on its slice of the shared state.
-    let (jobs_after, pods_after) = (
-        registered_watchers(&admin, "Job").await,
-        registered_watchers(&admin, "Pod").await,
-    );
+    // Every task's pod exists; each task waits on its slice of the shared state. (The API
+    // server's own watcher count is in benches/kubernetes.rs, where no other test runs.)
     assert_eq!(
         executor.watch_lists(),
         2,
         "one list per watch, not per task"
-    );
-    assert!(
-        jobs_after - jobs_before <= 1.0 && pods_after - pods_before <= 1.0,
-        "Job watchers {jobs_before} -> {jobs_after}, Pod watchers {pods_before} -> {pods_after}"
     );
     // One pod fails (the pretend kubelet): only its task ends, with its own failure.
     k8s::set_pod_status(&admin, &config.namespace, &pods[0], PodStatus::Evicted).await;
