@@ -10,4 +10,6 @@ mod docker;
 mod docker_images;
 mod kubernetes;
 mod local_control_plane;
+mod restart;
+mod restart_docker;
 mod sdk;
