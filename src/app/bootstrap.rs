@@ -127,7 +127,10 @@ pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> any
         worker_id: config.worker_id.clone(),
         policy: ConcurrencyPolicy::from_configured(config.max_concurrent_tasks),
         spec: spec_settings(config),
-        deadlines: ShutdownDeadlines::default(),
+        deadlines: ShutdownDeadlines {
+            drain: config.drain_timeout,
+            ..ShutdownDeadlines::default()
+        },
     };
     let ports = Ports {
         source: source.clone(),

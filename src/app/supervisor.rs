@@ -35,6 +35,9 @@ pub struct ShutdownDeadlines {
     pub flush: Duration,
     /// Bound on the executor's `shutdown`.
     pub backend: Duration,
+    /// How long running tasks may still finish on their own once shutdown begins
+    /// (`drain_timeout`; zero: they are stopped at once).
+    pub drain: Duration,
 }
 
 impl Default for ShutdownDeadlines {
@@ -43,6 +46,7 @@ impl Default for ShutdownDeadlines {
             stop: Duration::from_secs(15),
             flush: Duration::from_secs(5),
             backend: Duration::from_secs(10),
+            drain: Duration::ZERO,
         }
     }
 }
@@ -350,6 +354,7 @@ impl Supervisor {
     async fn shutdown_sequence(&mut self, events: &mut mpsc::Receiver<ControlEvent>) {
         info!("Shutting down worker...");
         self.shutting_down = true;
+        self.drain(events).await;
         let n = self.tasks.len();
         if self.ports.executor.survives_daemon_restart() {
             if n > 0 {
@@ -385,6 +390,44 @@ impl Supervisor {
                 self.settings.deadlines.backend
             );
         }
+    }
+
+    /// The drain phase: intake is already closed (assignments are rejected) and `/readyz` turns
+    /// unready; running tasks get up to the drain deadline to finish on their own, while the
+    /// control plane is still answered (user cancels still reach them). Skipped when the
+    /// deadline is zero or nothing runs.
+    async fn drain(&mut self, events: &mut mpsc::Receiver<ControlEvent>) {
+        let limit = self.settings.deadlines.drain;
+        if limit.is_zero() {
+            return;
+        }
+        self.readiness.set_backend_ready(false);
+        if self.running() == 0 {
+            return;
+        }
+        info!(
+            running = self.running(),
+            "Draining: letting running tasks finish for up to {limit:?}"
+        );
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(deadline);
+        let mut events_open = true;
+        while self.running() > 0 {
+            tokio::select! {
+                biased;
+                Some(joined) = self.executions.join_next_with_id() => self.on_joined(joined),
+                Some(_) = self.backend_cancels.join_next() => {}
+                event = events.recv(), if events_open => match event {
+                    Some(event) => self.handle_event(event),
+                    None => events_open = false,
+                },
+                () = &mut deadline => {
+                    warn!(running = self.running(), "Drain deadline of {limit:?} reached; stopping the tasks still running");
+                    return;
+                }
+            }
+        }
+        info!("Drain complete: no task is running");
     }
 
     /// Waits for cancelled executions to return, still answering the control plane (new

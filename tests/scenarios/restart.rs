@@ -265,3 +265,96 @@ async fn two_live_workers_with_one_id_and_state_dir_never_recover_each_others_ta
     first.signal_and_wait(Signal::SIGTERM).await;
     assert!(wait_all_dead(&[agent]).await.is_empty());
 }
+
+/// Polls `/readyz` until it answers `status` (bounded).
+async fn wait_readyz(addr: std::net::SocketAddr, status: u16) {
+    let poll = async {
+        loop {
+            if let Some((got, _)) = crate::support::http::try_get(addr, "/readyz").await
+                && got == status
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, poll)
+        .await
+        .unwrap_or_else(|_| panic!("/readyz never answered {status}"));
+}
+
+#[tokio::test]
+async fn sigterm_with_a_drain_timeout_lets_the_running_task_finish_and_rejects_new_ones() {
+    let cp = control_plane().await;
+    let scratch = Scratch::new("drain");
+    let release = scratch.dir.path().join("release");
+    let port = crate::support::daemon::free_port();
+    let health = format!("127.0.0.1:{port}");
+    let wait_knob = format!("OZ_STANDIN_WAIT_FILE={}", release.display());
+    let report_knob = format!("OZ_STANDIN_REPORT={}", scratch.report().display());
+    let args = [
+        "--drain-timeout",
+        "5m",
+        "--health-listen",
+        &health,
+        "-e",
+        &wait_knob,
+        "-e",
+        &report_knob,
+    ];
+    let mut worker = Worker::spawn(&cp, &scratch.config(), &args);
+    wait_nth_open(&cp, 1).await;
+    let addr = health.parse().unwrap();
+    wait_readyz(addr, 200).await;
+    cp.assign(&sample_assignment("run-drained")).unwrap();
+    frames_until(&cp, |m| matches!(m, WorkerMessage::TaskClaimed { .. })).await;
+    wait_for_pid(&scratch.report()).await;
+
+    kill(worker.pid, Signal::SIGTERM).unwrap();
+    wait_readyz(addr, 503).await;
+    cp.assign(&sample_assignment("run-during-drain")).unwrap();
+    let rejected = frames_until(&cp, |m| m.task_id() == "run-during-drain").await;
+    assert!(
+        matches!(rejected.last(), Some(WorkerMessage::TaskRejected { .. })),
+        "{rejected:?}"
+    );
+    // The running task is still running: let it finish by itself.
+    std::fs::write(&release, "").unwrap();
+    let done = frames_until(&cp, |m| m.task_id() == "run-drained").await;
+    assert!(
+        matches!(done.last(), Some(WorkerMessage::TaskCompleted { .. })),
+        "the drained task completes instead of being stopped: {done:?}"
+    );
+    let status = tokio::time::timeout(BOUND, worker.child.wait())
+        .await
+        .expect("the worker exits after the drain")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_task_still_running_at_the_end_of_the_drain_is_stopped_as_today() {
+    let cp = control_plane().await;
+    let scratch = Scratch::new("drain-end");
+    let report_knob = format!("OZ_STANDIN_REPORT={}", scratch.report().display());
+    let args = [
+        "--drain-timeout",
+        "1s",
+        "-e",
+        "OZ_STANDIN_SLEEP=forever",
+        "-e",
+        &report_knob,
+    ];
+    let mut worker = Worker::spawn(&cp, &scratch.config(), &args);
+    wait_nth_open(&cp, 1).await;
+    cp.assign(&sample_assignment("run-overrun")).unwrap();
+    frames_until(&cp, |m| matches!(m, WorkerMessage::TaskClaimed { .. })).await;
+    let agent = wait_for_pid(&scratch.report()).await;
+    worker.signal_and_wait(Signal::SIGTERM).await;
+    let frames = frames_until(&cp, |m| m.task_id() == "run-overrun").await;
+    let Some(WorkerMessage::TaskFailed { failure_reason, .. }) = frames.last() else {
+        panic!("expected task_failed, got {frames:?}");
+    };
+    assert_eq!(failure_reason.as_deref(), Some("graceful_shutdown"));
+    assert!(wait_all_dead(&[agent]).await.is_empty());
+}
