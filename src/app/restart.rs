@@ -52,6 +52,10 @@ pub(crate) fn drop_when_written(instances: Instances) -> impl Fn(&str, &str) + S
     move |kind, task_id| {
         if kind == oz_protocol::TASK_COMPLETED || kind == oz_protocol::TASK_FAILED {
             instances.forget(task_id);
+        } else if kind == oz_protocol::TASK_CLAIMED
+            && let Err(error) = instances.record_claim_sent(task_id)
+        {
+            warn!(task_id, %error, "Cannot mark the claim as sent in the crash journal.");
         }
     }
 }
@@ -90,11 +94,15 @@ pub struct Recovered {
     pub tasks: Vec<TaskId>,
     /// Process groups killed.
     pub killed_groups: usize,
+    /// Tasks whose claim never reached the socket: cleaned up but not reported (the server
+    /// never saw them claimed and offers them again).
+    pub unsent_claims: usize,
 }
 
 /// Claims the dead instances of this worker id and ends what their journals list: kills the
 /// recorded process groups, removes per-task workspaces under `workspace_root` (when `cleanup`),
-/// and moves each entry into this instance's journal. Returns the tasks to report. Call it after
+/// and moves each entry into this instance's journal. Returns the tasks to report: those whose
+/// `task_claimed` was written (the others are dropped from the journal). Call it after
 /// the backend's own start-up sweep, which may already have claimed some instances.
 pub fn recover(instances: &Instances, workspace_root: Option<&Path>, cleanup: bool) -> Recovered {
     let mut recovered = Recovered::default();
@@ -109,18 +117,34 @@ pub fn recover(instances: &Instances, workspace_root: Option<&Path>, cleanup: bo
                     recovered.killed_groups += 1;
                 }
             }
-            if cleanup
-                && let (Some(dir), Some(root)) = (&entry.workspace, workspace_root)
-                && dir.starts_with(root)
-                && dir != root
-            {
-                match std::fs::remove_dir_all(dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(error) => {
-                        warn!(task_id = %entry.task_id, workspace = %dir.display(), %error, "Cannot remove a dead worker process's workspace.");
+            if cleanup && let Some(root) = workspace_root {
+                // The recorded workspace, else where the backend puts it (a crash may come
+                // between its creation and its record).
+                let dir = entry
+                    .workspace
+                    .clone()
+                    .unwrap_or_else(|| root.join(&entry.task_id));
+                let safe = dir.starts_with(root)
+                    && dir != root
+                    && dir.parent() == Some(root)
+                    && !entry.task_id.contains('/')
+                    && entry.task_id != ".."
+                    && entry.task_id != ".";
+                if safe {
+                    match std::fs::remove_dir_all(&dir) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(error) => {
+                            warn!(task_id = %entry.task_id, workspace = %dir.display(), %error, "Cannot remove a dead worker process's workspace.");
+                        }
                     }
                 }
+            }
+            if !entry.claim_sent {
+                info!(task_id = %entry.task_id, "A dead worker process claimed this task but its claim never left; not reporting it (the server offers it again).");
+                instances.forget(&entry.task_id);
+                recovered.unsent_claims += 1;
+                continue;
             }
             match TaskId::parse(entry.task_id) {
                 Ok(task_id) => recovered.tasks.push(task_id),

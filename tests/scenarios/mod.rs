@@ -11,5 +11,6 @@ mod docker_images;
 mod kubernetes;
 mod local_control_plane;
 mod restart;
+mod restart_chaos;
 mod restart_docker;
 mod sdk;

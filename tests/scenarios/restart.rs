@@ -25,13 +25,13 @@ const WORKER: &str = env!("CARGO_BIN_EXE_oz-agent-worker");
 const BOUND: Duration = Duration::from_secs(30);
 
 /// One worker process on a config (and state directory) that outlives it.
-struct Worker {
+pub(super) struct Worker {
     child: Child,
     pid: Pid,
 }
 
 impl Worker {
-    fn spawn(cp: &LocalControlPlane, config: &Path, extra: &[&str]) -> Self {
+    pub(super) fn spawn(cp: &LocalControlPlane, config: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(WORKER)
             .arg("--config-file")
             .arg(config)
@@ -57,7 +57,7 @@ impl Worker {
         Self { child, pid }
     }
 
-    async fn signal_and_wait(&mut self, signal: Signal) {
+    pub(super) async fn signal_and_wait(&mut self, signal: Signal) {
         kill(self.pid, signal).expect("the worker is alive");
         tokio::time::timeout(BOUND, self.child.wait())
             .await
@@ -67,13 +67,13 @@ impl Worker {
 }
 
 /// A scratch area: config file, state directory, workspaces, the stand-in's report.
-struct Scratch {
+pub(super) struct Scratch {
     dir: TempDir,
     worker_id: String,
 }
 
 impl Scratch {
-    fn new(test: &str) -> Self {
+    pub(super) fn new(test: &str) -> Self {
         let scratch = Self {
             dir: tempfile::tempdir().unwrap(),
             worker_id: format!("restart-{test}-{:08x}", fastrand::u32(..)),
@@ -93,24 +93,24 @@ impl Scratch {
         scratch
     }
 
-    fn config(&self) -> PathBuf {
+    pub(super) fn config(&self) -> PathBuf {
         self.dir.path().join("config.yaml")
     }
 
-    fn state(&self) -> PathBuf {
+    pub(super) fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
-    fn workspaces(&self) -> PathBuf {
+    pub(super) fn workspaces(&self) -> PathBuf {
         self.dir.path().join("workspaces")
     }
 
-    fn report(&self) -> PathBuf {
+    pub(super) fn report(&self) -> PathBuf {
         self.dir.path().join("report.txt")
     }
 
     /// Every journal file left in the state directory (of any instance).
-    fn journal_files(&self) -> Vec<PathBuf> {
+    pub(super) fn journal_files(&self) -> Vec<PathBuf> {
         let workers = self.state().join("workers");
         let mut found = Vec::new();
         for worker in std::fs::read_dir(workers).into_iter().flatten().flatten() {
@@ -130,7 +130,7 @@ impl Scratch {
 }
 
 /// Waits until the `n`-th connection ever accepted is open (so `assign` reaches that worker).
-async fn wait_nth_open(cp: &LocalControlPlane, n: usize) {
+pub(super) async fn wait_nth_open(cp: &LocalControlPlane, n: usize) {
     cp.wait_connections(BOUND, |c| c.len() >= n && c[n - 1].open)
         .await
         .unwrap_or_else(|| panic!("connection #{n} did not open within {BOUND:?}"));

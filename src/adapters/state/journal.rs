@@ -27,6 +27,10 @@ pub struct GroupRecord {
 pub struct JournalEntry {
     /// The run.
     pub task_id: String,
+    /// True once its `task_claimed` was written to the socket. A claim that never left the
+    /// worker was never seen by the server, which offers the run again: nothing to report.
+    #[serde(default)]
+    pub claim_sent: bool,
     /// Process groups started for it (Direct backend).
     #[serde(default)]
     pub groups: Vec<GroupRecord>,
@@ -40,6 +44,7 @@ impl JournalEntry {
     pub fn new(task_id: &str) -> Self {
         Self {
             task_id: task_id.to_owned(),
+            claim_sent: false,
             groups: Vec::new(),
             workspace: None,
         }
@@ -58,18 +63,21 @@ pub(crate) fn file_name(task_id: &str) -> String {
     format!("{}.json", path_key(task_id))
 }
 
-/// Writes `entry` into `dir` atomically and durably.
-pub(crate) fn write(dir: &Path, entry: &JournalEntry) -> io::Result<()> {
+/// Writes `entry` into `dir` atomically; `durable` adds the fsyncs that make it survive a
+/// power loss (a process crash never loses a completed rename).
+pub(crate) fn write(dir: &Path, entry: &JournalEntry, durable: bool) -> io::Result<()> {
     let name = file_name(&entry.task_id);
     let temp = dir.join(format!(".{name}.tmp"));
     let text = serde_json::to_vec(entry).map_err(io::Error::other)?;
     {
         let mut file = File::create(&temp)?;
         file.write_all(&text)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
     }
     fs::rename(&temp, dir.join(&name))?;
-    sync_dir(dir)
+    if durable { sync_dir(dir) } else { Ok(()) }
 }
 
 /// Reads one entry; `None` when the file does not exist.

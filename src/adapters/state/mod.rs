@@ -286,6 +286,7 @@ impl Instances {
         journal::write(
             &self.tasks_dir(&self.inner.instance_id),
             &JournalEntry::new(task_id),
+            true,
         )
     }
 
@@ -296,7 +297,16 @@ impl Instances {
     /// # Errors
     /// The write's error.
     pub fn record_group(&self, task_id: &str, group: GroupRecord) -> io::Result<()> {
-        self.update(task_id, |entry| entry.push_group(group))
+        self.update(task_id, true, |entry| entry.push_group(group))
+    }
+
+    /// Marks that `task_id`'s `task_claimed` was written to the socket, if the task is
+    /// journaled (no fsync, as in [`Instances::forget`]).
+    ///
+    /// # Errors
+    /// The write's error.
+    pub fn record_claim_sent(&self, task_id: &str) -> io::Result<()> {
+        self.update(task_id, false, |entry| entry.claim_sent = true)
     }
 
     /// Records the per-task workspace of `task_id`, if the task is journaled.
@@ -304,19 +314,21 @@ impl Instances {
     /// # Errors
     /// The write's error.
     pub fn record_workspace(&self, task_id: &str, workspace: &Path) -> io::Result<()> {
-        self.update(task_id, |entry| {
+        self.update(task_id, true, |entry| {
             entry.workspace = Some(workspace.to_path_buf());
         })
     }
 
-    /// Drops `task_id` from the journal (after its terminal report was written).
+    /// Drops `task_id` from the journal (right after its terminal report was written). No
+    /// fsync: the unlink is done the moment it returns, which is what a process crash can see,
+    /// and keeping this step short keeps the window in which a crash makes a run reported twice
+    /// (written, not yet dropped) to microseconds.
     pub fn forget(&self, task_id: &str) {
-        let _guard = self.journal_guard();
+        // No journal lock: nothing updates an entry once its terminal report is written, and
+        // waiting here for another task's fsync would widen the window.
         let dir = self.tasks_dir(&self.inner.instance_id);
         match fs::remove_file(dir.join(journal::file_name(task_id))) {
-            Ok(()) => {
-                let _ = sync_dir(&dir);
-            }
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(task_id, error = %e, "Cannot remove a task from the crash journal.");
@@ -324,14 +336,19 @@ impl Instances {
         }
     }
 
-    fn update(&self, task_id: &str, change: impl FnOnce(&mut JournalEntry)) -> io::Result<()> {
+    fn update(
+        &self,
+        task_id: &str,
+        durable: bool,
+        change: impl FnOnce(&mut JournalEntry),
+    ) -> io::Result<()> {
         let _guard = self.journal_guard();
         let dir = self.tasks_dir(&self.inner.instance_id);
         let Some(mut entry) = journal::read(&dir.join(journal::file_name(task_id)))? else {
             return Ok(());
         };
         change(&mut entry);
-        journal::write(&dir, &entry)
+        journal::write(&dir, &entry, durable)
     }
 
     fn journal_guard(&self) -> std::sync::MutexGuard<'_, ()> {

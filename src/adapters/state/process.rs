@@ -2,7 +2,7 @@
 //! process group is killed only while its leader is still the process that was recorded, known
 //! by its start time in `/proc/<pid>/stat`.
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use super::journal::GroupRecord;
@@ -17,13 +17,50 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// SIGKILLs the recorded group when its leader is still the recorded process. Returns true when
-/// it sent the signal. A leader that has exited while the rest of its group lives on cannot be
-/// told apart from a reused id, so such leftovers are left alone (the Direct backend kills the
-/// rest of a group whenever its leader exits, so only a worker crash at that instant leaves one).
+/// SIGKILLs the recorded group if it is still that group. Returns true when it sent the signal.
+///
+/// The group is the recorded one when its leader is the recorded process (same start time).
+/// When the leader has exited but members remain (a worker killed between the agent's exit and
+/// its group clean-up), the id cannot have been reused: Linux keeps a process-group id allocated
+/// while any process is in that group. If a process with the leader's pid exists with another
+/// start time, the id now names another group, which is left alone.
 pub fn kill_recorded_group(group: GroupRecord) -> bool {
-    if group.pgid <= 1 || start_ticks(group.pgid) != Some(group.start_ticks) {
+    if group.pgid <= 1 {
         return false;
     }
-    killpg(Pid::from_raw(group.pgid), Signal::SIGKILL).is_ok()
+    match start_ticks(group.pgid) {
+        Some(ticks) if ticks == group.start_ticks => {
+            killpg(Pid::from_raw(group.pgid), Signal::SIGKILL).is_ok()
+        }
+        Some(_) => false,
+        None => {
+            let members = group_members(group.pgid, group.start_ticks);
+            for pid in &members {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+            !members.is_empty()
+        }
+    }
+}
+
+/// Processes in group `pgid` that started no earlier than `since` (clock ticks since boot).
+fn group_members(pgid: i32, since: u64) -> Vec<i32> {
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // After the name: state (0), ppid (1), pgrp (2), …, starttime (19).
+            fields.get(2).and_then(|f| f.parse::<i32>().ok()) == Some(pgid)
+                && fields.get(19).and_then(|f| f.parse::<u64>().ok()) >= Some(since)
+        })
+        .collect()
 }

@@ -42,6 +42,7 @@ fn the_journal_records_updates_hands_over_and_forgets() {
     };
     a.record_group("t-1", group).unwrap();
     a.record_workspace("t-1", Path::new("/ws/t-1")).unwrap();
+    a.record_claim_sent("t-1").unwrap();
     a.record_group("not-journaled", group).unwrap();
     a.forget("t-2");
     let journal = a.journal();
@@ -49,6 +50,7 @@ fn the_journal_records_updates_hands_over_and_forgets() {
         journal,
         vec![JournalEntry {
             task_id: "t-1".into(),
+            claim_sent: true,
             groups: vec![group],
             workspace: Some("/ws/t-1".into()),
         }]
