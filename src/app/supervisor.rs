@@ -384,6 +384,8 @@ impl Supervisor {
             Phase::Draining { .. } if self.running() == 0 => {
                 info!("Drain complete: no task is running");
                 self.stop_tasks();
+                // Stopping has nothing to wait for either (dispatched entries hold no slot).
+                self.advance();
             }
             _ => {}
         }
