@@ -9,6 +9,7 @@ mod direct_processes;
 mod docker;
 mod docker_images;
 mod kubernetes;
+mod kubernetes_node;
 mod local_control_plane;
 mod restart;
 mod restart_chaos;
