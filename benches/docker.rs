@@ -14,6 +14,11 @@
 //! Run: `source scripts/setup/20-docker.sh && cargo bench --bench docker`. Without `--bench`
 //! (e.g. under `cargo test --all-targets`) it does a small smoke run.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benches read their service addresses from the environment, time phases and spawn tasks they await"
+)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -90,14 +90,6 @@ pub(super) struct Inner {
 }
 
 impl HostExecutor {
-    /// Builds the backend from its config section and the worker's current environment.
-    ///
-    /// # Errors
-    /// See [`HostExecutor::with_host_env`].
-    pub fn from_config(config: &DirectConfig) -> Result<Self, HostError> {
-        Self::with_host_env(config, HostEnv::current())
-    }
-
     /// Builds the backend with an explicit snapshot of the worker's environment (the one setup
     /// and teardown inherit, and where `PATH`, `HOME`, `TMPDIR` come from), running the
     /// preflight of spec §3.1: the oz binary is `oz_path` (not validated) or `oz` on `PATH`; a

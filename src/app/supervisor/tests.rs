@@ -1,6 +1,11 @@
 //! Supervisor scenarios against fakes: a gate executor the test finishes by hand, the in-memory
 //! task source and recording metrics. Plus mockall seam tests for error paths.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "unit tests spawn the task under test and await or abort it"
+)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
