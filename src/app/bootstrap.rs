@@ -62,7 +62,12 @@ pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
         backend: config.backend.name().to_owned(),
         worker_id: config.worker_id.clone(),
     };
-    let metrics = WorkerMetrics::init(&lookup, service, config.max_concurrent_tasks, readiness.clone());
+    let metrics = WorkerMetrics::init(
+        &lookup,
+        service,
+        config.max_concurrent_tasks,
+        readiness.clone(),
+    );
     let health = match config.health_listen {
         Some(addr) => {
             let server = HealthServer::bind(addr, readiness.clone())
@@ -190,7 +195,7 @@ impl App {
 /// during the shutdown sequence) has no reader any more. `readiness.connected()` is true
 /// exactly while a `Connected` signal has no matching `Disconnected`, so this keeps
 /// `oz_worker_connected` at 0 and counts `reconnects_total{reason=remote_close}` +1 for a
-/// local shutdown (protocol.md §6.1), before the final flush.
+/// local shutdown (as the Go worker counts it, see docs/metrics.md), before the final flush.
 fn record_connection_end(readiness: &Readiness, metrics: &dyn Metrics) {
     if readiness.connected() {
         readiness.set_connected(false);

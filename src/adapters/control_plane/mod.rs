@@ -1,4 +1,4 @@
-//! The Warp control plane over WebSocket (spec §1 and §2): [`WsTaskSource`] implements the
+//! The Warp control plane over WebSocket (the protocol the Go worker speaks): [`WsTaskSource`] implements the
 //! [`TaskSource`] port.
 //!
 //! It dials the configured URL with `worker_id` in the query and `Authorization: Bearer`,

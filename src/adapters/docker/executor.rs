@@ -1,6 +1,6 @@
 //! [`DockerExecutor`]: the start-up preflight and the per-task flow (image, sidecars, container,
 //! wait, exit code, OOM, output tail, stop on cancel, clean-up), mapping every Docker error to
-//! the spec's failure reason at this boundary.
+//! the protocol's failure reason at this boundary.
 
 use std::path::PathBuf;
 use std::time::Duration;

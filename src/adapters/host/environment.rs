@@ -1,4 +1,4 @@
-//! The environments of the Direct backend's processes (spec §3.2 steps 5–8, §3.4, §3.5):
+//! The environments of the Direct backend's processes, as the Go worker builds them:
 //! the task env, and what the setup command, the agent and the teardown command each see.
 //!
 //! The worker's own environment is a snapshot ([`HostEnv`]) that `main.rs` takes once and the
@@ -32,7 +32,6 @@ impl std::fmt::Debug for HostEnv {
 }
 
 impl HostEnv {
-
     /// An explicit environment (tests, or a sanitised one).
     pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
     where
@@ -68,7 +67,7 @@ impl HostEnv {
 }
 
 /// Task env = spec env + operator env (last wins), then the harness variable, then
-/// `GIT_CONFIG_GLOBAL` (spec §3.2 step 5, #72, #77).
+/// `GIT_CONFIG_GLOBAL` (#72, #77).
 pub(crate) fn task_env(
     spec: &TaskSpec,
     operator: &EnvList,
@@ -95,7 +94,7 @@ pub(crate) fn task_env(
 }
 
 /// Merges the pairs the setup command wrote over the task env, then re-applies
-/// `GIT_CONFIG_GLOBAL` so setup cannot override it (spec §3.2 step 7, #77).
+/// `GIT_CONFIG_GLOBAL` so setup cannot override it (#77).
 pub(crate) fn merge_env_file(
     task: &EnvList,
     from_file: Vec<(String, String)>,

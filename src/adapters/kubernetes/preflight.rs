@@ -1,4 +1,4 @@
-//! The start-up preflight (spec §2.2): API server reachable, RBAC permissions present (one
+//! The start-up preflight (the Go worker's checks): API server reachable, RBAC permissions present (one
 //! SelfSubjectAccessReview per rule of docs/kubernetes-rbac.yaml), and a preflight Job proving
 //! that admission accepts the task pods' shape (a root init container, or image volumes).
 

@@ -1,6 +1,6 @@
 //! Waiting for a task Job's outcome: a GET of the Job and a LIST of its pods (the resync), then
 //! watches from those resource versions, re-listing on a `410 Gone`, on a closed stream, every
-//! resync interval, and when an unschedulable pod's timeout falls due (spec §2.6).
+//! resync interval, and when an unschedulable pod's timeout falls due.
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -49,7 +49,8 @@ pub(crate) fn build(
                 .build()
                 .map_err(|error| OtelError::Exporter(error.to_string()))?;
             let provider = builder.with_reader(exporter).build();
-            let prometheus_addrs = http::serve(listeners, Some(registry), readiness, stop.clone(), tasks)?;
+            let prometheus_addrs =
+                http::serve(listeners, Some(registry), readiness, stop.clone(), tasks)?;
             Ok(Pipeline {
                 provider,
                 prometheus_addrs,

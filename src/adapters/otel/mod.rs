@@ -34,7 +34,7 @@ pub use instruments::{CATALOGUE, InstrumentSpec, RECONNECT_REASONS, SCOPE_NAME};
 use crate::ports::{Metrics, Readiness, Signal};
 use instruments::Instruments;
 
-/// The bound on flushing metrics at shutdown (protocol.md §6.2).
+/// The bound on flushing metrics at shutdown (the Go worker's; see docs/metrics.md).
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why metrics could not be set up or flushed. Never carries an OTLP header value.
