@@ -8,7 +8,7 @@
 //! Reconnects back off exponentially with jitter and do not reset after short-lived
 //! connections. Only this module speaks the wire protocol (through the `oz-protocol` crate).
 //!
-//! Bad frames are logged and ignored; see [`decode`] for the table of what the worker replies.
+//! Bad frames are logged and ignored; the `decode` module has the table of what the worker replies.
 
 mod backoff;
 mod config;
