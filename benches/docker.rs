@@ -102,9 +102,13 @@ async fn main() {
         println!("docker bench SKIPPED: source scripts/setup/20-docker.sh first");
         return;
     };
+    let from_env = |name: &str| std::env::var(name).ok();
     let config = DockerConfig {
         worker_id: format!("oz-bench-{:08x}", fastrand::u32(..)),
         pull_policy: PullPolicy::IfNotPresent,
+        // The standard Docker environment, as the app reads it.
+        docker_host: oz_agent_worker::adapters::docker::docker_host(&from_env),
+        client_config_dir: oz_agent_worker::adapters::docker::client_config_dir(&from_env),
         ..DockerConfig::default()
     };
     let executor = match DockerExecutor::connect(config.clone()).await {
@@ -150,8 +154,7 @@ async fn main() {
 
     let daemon_config = DockerConfig {
         worker_id: format!("{}-daemon", config.worker_id),
-        pull_policy: PullPolicy::IfNotPresent,
-        ..DockerConfig::default()
+        ..config.clone()
     };
     let daemon_executor = DockerExecutor::connect(daemon_config)
         .await
