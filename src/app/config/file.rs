@@ -21,6 +21,9 @@ pub(crate) struct RawFile {
     #[serde(default, deserialize_with = "scalar_text")]
     pub idle_on_complete: Option<String>,
     pub health_listen: Option<String>,
+    pub state_dir: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub drain_timeout: Option<String>,
     pub backend: Option<RawBackends>,
     #[serde(flatten)]
     pub unknown: Unknown,
