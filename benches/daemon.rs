@@ -8,6 +8,11 @@
 //! Run: `cargo bench --bench daemon`. Without `--bench` (e.g. under `cargo test --all-targets`)
 //! it does a small smoke run.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benches read their service addresses from the environment, time phases and spawn tasks they await"
+)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command};

@@ -5,6 +5,11 @@
 //!
 //! Run: `cargo bench --bench direct_executor` (add `--profile dev` to skip a release build).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benches read their service addresses from the environment, time phases and spawn tasks they await"
+)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -14,6 +14,11 @@
 //! Run: `source scripts/setup/20-docker.sh && cargo bench --bench docker`. Without `--bench`
 //! (e.g. under `cargo test --all-targets`) it does a small smoke run.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benches read their service addresses from the environment, time phases and spawn tasks they await"
+)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,9 +102,13 @@ async fn main() {
         println!("docker bench SKIPPED: source scripts/setup/20-docker.sh first");
         return;
     };
+    let from_env = |name: &str| std::env::var(name).ok();
     let config = DockerConfig {
         worker_id: format!("oz-bench-{:08x}", fastrand::u32(..)),
         pull_policy: PullPolicy::IfNotPresent,
+        // The standard Docker environment, as the app reads it.
+        docker_host: oz_agent_worker::adapters::docker::docker_host(&from_env),
+        client_config_dir: oz_agent_worker::adapters::docker::client_config_dir(&from_env),
         ..DockerConfig::default()
     };
     let executor = match DockerExecutor::connect(config.clone()).await {
@@ -145,8 +154,7 @@ async fn main() {
 
     let daemon_config = DockerConfig {
         worker_id: format!("{}-daemon", config.worker_id),
-        pull_policy: PullPolicy::IfNotPresent,
-        ..DockerConfig::default()
+        ..config.clone()
     };
     let daemon_executor = DockerExecutor::connect(daemon_config)
         .await

@@ -21,6 +21,11 @@
 //! `cargo bench --bench kubernetes`. Without `--bench` (e.g. under `cargo test --all-targets`)
 //! it does a small smoke run.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benches read their service addresses from the environment, time phases and spawn tasks they await"
+)]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -7,6 +7,11 @@
 //! a child process of this binary (so the RSS is not inflated by the other pipelines); the
 //! console child's stdout goes to /dev/null.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benches read their service addresses from the environment, time phases and spawn tasks they await"
+)]
+
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,12 +4,18 @@
 
 use std::process::ExitCode;
 
+use oz_agent_worker::adapters::host::HostEnv;
 use oz_agent_worker::app::config::{self, Invocation};
 use oz_agent_worker::app::{bootstrap, logging, shutdown};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let env = |name: &str| std::env::var(name).ok();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one read of the process environment: a snapshot every other part gets"
+    )]
+    let process_env = HostEnv::from_pairs(std::env::vars_os());
+    let env = |name: &str| process_env.var(name);
     let loaded = match config::load(std::env::args_os(), &env) {
         Ok(loaded) => loaded,
         Err(err) if err.is_informational() => {
@@ -29,7 +35,8 @@ fn main() -> ExitCode {
         print!("{}", config::effective_config_text(&config));
         return ExitCode::SUCCESS;
     }
-    logging::init(config.log_level, config.log_format);
+    let no_color = process_env.get("NO_COLOR").is_some_and(|v| !v.is_empty());
+    logging::init(config.log_level, config.log_format, no_color);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -43,7 +50,7 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         let root = CancellationToken::new();
-        let app = match bootstrap::build(&config, &env).await {
+        let app = match bootstrap::build(&config, &process_env).await {
             Ok(app) => app,
             Err(err) => {
                 tracing::error!("{err:#}");

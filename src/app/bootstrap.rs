@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use crate::adapters::command::CommandExecutor;
 use crate::adapters::control_plane::{WsConfig, WsTaskSource};
 use crate::adapters::docker::DockerExecutor;
-use crate::adapters::host::HostExecutor;
+use crate::adapters::host::{HostEnv, HostExecutor};
 use crate::adapters::kubernetes::KubernetesExecutor;
 use crate::adapters::otel::{HealthServer, ServiceInfo, WorkerMetrics};
 use crate::adapters::state::Instances;
@@ -45,12 +45,14 @@ pub struct App {
 }
 
 /// Builds the worker: metrics, the backend (its construction is the preflight), the
-/// control-plane source and the supervisor. `env` is the process environment seam (read only
-/// for the standard `OTEL_*` variables).
+/// control-plane source and the supervisor. `env` is the snapshot of the process environment
+/// that `main.rs` took: read here for the standard `OTEL_*` variables, and handed whole to the
+/// Direct backend (what setup and teardown inherit).
 ///
 /// # Errors
 /// A failed backend preflight, an unusable WebSocket URL, or a health listener that cannot bind.
-pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<App> {
+pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
+    let lookup = |name: &str| env.var(name);
     info!(
         version = VERSION,
         worker_id = %config.worker_id,
@@ -64,7 +66,12 @@ pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> any
         backend: config.backend.name().to_owned(),
         worker_id: config.worker_id.clone(),
     };
-    let metrics = WorkerMetrics::init(env, service, config.max_concurrent_tasks, readiness.clone());
+    let metrics = WorkerMetrics::init(
+        &lookup,
+        service,
+        config.max_concurrent_tasks,
+        readiness.clone(),
+    );
     let health = match config.health_listen {
         Some(addr) => {
             let server = HealthServer::bind(addr, readiness.clone())
@@ -83,7 +90,7 @@ pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> any
         Backend::Kubernetes(_) | Backend::Command(_) => {}
     }
     info!("Preparing the {} backend", config.backend.name());
-    let executor = build_executor(&backend)
+    let executor = build_executor(&backend, env)
         .await
         .context("Failed to create worker")?;
     readiness.set_backend_ready(true);
@@ -165,11 +172,11 @@ fn open_state(config: &Config) -> anyhow::Result<Option<Instances>> {
     Ok(Some(instances))
 }
 
-async fn build_executor(backend: &Backend) -> anyhow::Result<Arc<dyn Executor>> {
+async fn build_executor(backend: &Backend, env: &HostEnv) -> anyhow::Result<Arc<dyn Executor>> {
     Ok(match backend {
         Backend::Docker(config) => Arc::new(DockerExecutor::connect(config.clone()).await?),
         Backend::Kubernetes(config) => Arc::new(KubernetesExecutor::connect(config).await?),
-        Backend::Direct(config) => Arc::new(HostExecutor::from_config(config)?),
+        Backend::Direct(config) => Arc::new(HostExecutor::with_host_env(config, env.clone())?),
         Backend::Command(config) => Arc::new(CommandExecutor::from_config(config)?),
     })
 }
@@ -207,6 +214,10 @@ impl App {
         let source_task = {
             let source = self.source.clone();
             let token = source_token.clone();
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the app owns the connection task: awaited below, aborted on timeout"
+            )]
             tokio::spawn(async move { source.run(events, token).await })
         };
         let stopped = self.supervisor.run(receiver, shutdown).await;
@@ -222,7 +233,7 @@ impl App {
         record_connection_end(&self.readiness, &self.metrics);
         self.metrics.shutdown().await;
         if let Some(health) = &self.health {
-            health.stop();
+            health.stop().await;
         }
         info!("Worker shutdown complete");
         match (stopped, source_result) {
@@ -243,7 +254,7 @@ impl App {
 /// during the shutdown sequence) has no reader any more. `readiness.connected()` is true
 /// exactly while a `Connected` signal has no matching `Disconnected`, so this keeps
 /// `oz_worker_connected` at 0 and counts `reconnects_total{reason=remote_close}` +1 for a
-/// local shutdown (protocol.md §6.1), before the final flush.
+/// local shutdown (as the Go worker counts it, see docs/metrics.md), before the final flush.
 fn record_connection_end(readiness: &Readiness, metrics: &dyn Metrics) {
     if readiness.connected() {
         readiness.set_connected(false);

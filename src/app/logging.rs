@@ -112,10 +112,10 @@ impl<W: std::io::Write> std::io::Write for OneLineWriter<W> {
     }
 }
 
-/// Installs the global subscriber on stderr.
-pub fn init(level: LogLevel, format: LogFormat) {
-    let ansi = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+/// Installs the global subscriber on stderr; colours only on a terminal and when `no_color`
+/// (`NO_COLOR` set and not empty) is false.
+pub fn init(level: LogLevel, format: LogFormat, no_color: bool) {
+    let ansi = std::io::stderr().is_terminal() && !no_color;
     let dispatch = dispatch(filter(level), format, ansi, std::io::stderr);
     // A second init (tests) keeps the first subscriber.
     let _ = tracing::dispatcher::set_global_default(dispatch);

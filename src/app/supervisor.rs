@@ -44,7 +44,7 @@ pub struct ShutdownDeadlines {
     /// Bound on the executor's `shutdown`.
     pub backend: Duration,
     /// How long running tasks may still finish on their own once shutdown begins, before
-    /// they are stopped ([`Phase::Draining`]; `drain_timeout`, zero: stopped at once).
+    /// they are stopped (the draining phase; `drain_timeout`, zero: stopped at once).
     pub drain: Duration,
 }
 

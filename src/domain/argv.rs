@@ -1,5 +1,5 @@
 //! The `oz agent run …` argument vector, derived exactly as Warp's reference worker does
-//! (protocol spec §3.1). Order matters: the server-side agent parses these flags.
+//! (same flags, same order). Order matters: the server-side agent parses these flags.
 
 use crate::domain::task::{AgentConfig, Assignment, OwnerType};
 
@@ -51,7 +51,7 @@ pub fn agent_run_args(assignment: &Assignment, settings: &ArgvSettings) -> Vec<S
     args
 }
 
-/// Steps a–l of spec §3.1: the flags derived from the agent configuration snapshot.
+/// The flags derived from the agent configuration snapshot.
 fn snapshot_args(config: &AgentConfig, args: &mut Vec<String>) {
     let oz = config.is_oz_harness();
     if oz && let Some(model) = trimmed(config.model_id.as_deref()) {

@@ -1,4 +1,4 @@
-//! The environment a task runs with: the variables the core injects (spec §3.3), operator
+//! The environment a task runs with: the variables the core injects (as the Go worker does), operator
 //! entries (`-e`, YAML `environment`) and the last-entry-wins merge every backend applies.
 
 use crate::domain::task::Assignment;

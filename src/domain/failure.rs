@@ -1,6 +1,6 @@
 //! Failure vocabulary and classification: the bounded `failure_reason` enum the server mirrors,
 //! the metric phases, exit-code normalisation, and how an executor's exit becomes a terminal
-//! report (spec §5).
+//! report.
 
 use std::fmt;
 
@@ -282,7 +282,7 @@ impl Verdict {
     }
 }
 
-/// Classifies an executor outcome, given who (if anyone) asked the task to stop (spec §2.7, §5).
+/// Classifies an executor outcome, given who (if anyone) asked the task to stop.
 ///
 /// * Success is success even after a cancel request (the backend finished first).
 /// * Any non-success after a *user* cancel is a user cancellation.

@@ -324,6 +324,10 @@ fn event_name(event: &TaskEvent) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests fix an arbitrary clock origin and spawn the task under test, awaited"
+)]
 mod tests {
     use super::*;
     use crate::domain::failure::{CANCELLED_MESSAGE, COMPLETED_MESSAGE};

@@ -1,5 +1,5 @@
 //! Preparing a task for an executor: the backend-agnostic `TaskSpec` built from an assignment
-//! (argv, injected env, image and sidecar resolution, spec §3.4).
+//! (argv, injected env, image and sidecar resolution).
 
 use std::collections::BTreeMap;
 

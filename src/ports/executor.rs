@@ -19,7 +19,7 @@ pub trait Executor: Send + Sync {
     /// Runs `spec` to a terminal state.
     ///
     /// # Errors
-    /// A [`TaskFailure`] with the spec's reason (`image_pull`, `agent_invocation`, …) and the
+    /// A [`TaskFailure`] with the protocol's reason (`image_pull`, `agent_invocation`, …) and the
     /// exit code when a process status was observed. The failure's message must hold no secret.
     ///
     /// # Cancellation

@@ -1,7 +1,7 @@
 //! The metrics of the real daemon while it serves the local control plane: a real Prometheus
 //! scrapes it and the test reads the series back through Prometheus' HTTP API; an OTLP sink
 //! gets the final export of a shutdown; `none` opens no port; bad settings, an unreachable
-//! or silent collector and an unbindable `--health-listen` are handled as protocol.md §6 says.
+//! or silent collector and an unbindable `--health-listen` are handled as docs/metrics.md says.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -273,7 +273,7 @@ async fn kubernetes_unschedulable_pod_fails_after_the_timeout() {
         "{}",
         failure.message
     );
-    // Not before the timeout: counted from the pod's creationTimestamp (spec §2.6), which the
+    // Not before the timeout: counted from the pod's creationTimestamp (as the Go worker counts it), which the
     // server keeps to the second, so from the test's own clock at most 1 s less.
     let since_creation = now.as_millisecond() - created.as_millisecond();
     assert!(

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use oz_agent_worker::adapters::host::HostEnv;
 use oz_agent_worker::app::bootstrap;
 use oz_agent_worker::app::config::{self, Invocation};
 use oz_local_control_plane::{LocalControlPlane, Received, sample_assignment};
@@ -112,12 +113,14 @@ pub(crate) async fn start(
     for (key, value) in env_overrides {
         env.insert((*key).into(), (*value).into());
     }
+    let process_env = env.clone();
     let lookup = move |name: &str| env.get(name).cloned();
     let loaded = config::load(args, &lookup).expect("valid scenario config");
     let Invocation::Run(config) = loaded.invocation else {
         panic!("expected a run invocation");
     };
-    let app = bootstrap::build(&config, &lookup).await?;
+    // The daemon's process environment is `env`, as if it had been started with it.
+    let app = bootstrap::build(&config, &HostEnv::from_pairs(process_env)).await?;
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     Ok(Daemon {

@@ -16,6 +16,7 @@ use bollard::query_parameters::{
     RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
+use oz_agent_worker::adapters::docker;
 use oz_agent_worker::adapters::docker::labels::{LABEL_ROLE, LABEL_WORKER_ID, Role, worker_filter};
 use oz_agent_worker::adapters::docker::{
     DEFAULT_DOCKER_HOST, DockerConfig, DockerExecutor, PullPolicy,
@@ -104,13 +105,16 @@ pub(crate) fn worker_id(test: &str) -> String {
     format!("oz-test-{test}-{:08x}", fastrand::u32(..))
 }
 
-/// A config for tests: `if-not-present` (the local images are not in any registry) and a short
-/// stop grace.
+/// A config for tests: `if-not-present` (the local images are not in any registry), a short
+/// stop grace, and the engine and client config directory of the standard Docker environment
+/// (`DOCKER_HOST`, `DOCKER_CONFIG`, `HOME`), as the app derives them.
 pub(crate) fn config(worker_id: &str) -> DockerConfig {
     DockerConfig {
         worker_id: worker_id.to_owned(),
         pull_policy: PullPolicy::IfNotPresent,
         stop_grace: Duration::from_secs(2),
+        docker_host: docker::docker_host(&var),
+        client_config_dir: docker::client_config_dir(&var),
         ..DockerConfig::default()
     }
 }

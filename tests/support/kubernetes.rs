@@ -215,7 +215,7 @@ pub(crate) async fn set_pod_status(client: &Client, namespace: &str, pod: &str, 
         .unwrap();
 }
 
-/// The labels spec §2.3 asks for on a task's Job, pod template and Secret, worked out here from
+/// The labels the Go worker puts on a task's Job, pod template and Secret, worked out here from
 /// the raw ids (SHA-256 straight from `ring`, not the worker's own helpers), with `extra`
 /// underneath.
 pub(crate) fn expected_labels(

@@ -1,5 +1,10 @@
 //! The run API's routing, status codes and list semantics, without a socket.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests start fixed clock origins, helper tasks and threads the test awaits"
+)]
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -1,5 +1,10 @@
 //! Table tests for the run store's state machine and routing.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests start fixed clock origins, helper tasks and threads the test awaits"
+)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, in microseconds since the Unix epoch.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the one wall-clock read of the local control plane: run timestamps are its product"
+)]
 pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

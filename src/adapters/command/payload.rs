@@ -1,5 +1,5 @@
 //! The dispatch payload (schema version 1) written to the dispatch command's stdin: the Command
-//! backend's own wire contract (backends spec §4.2, protocol spec §3.5).
+//! backend's own wire contract, which dispatch commands parse: keep it stable.
 
 use serde_json::{Map, Value, json};
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-/// Back-off settings (spec §1.4 plus the "Improve" notes: jitter, no reset on short-lived
-/// connections).
+/// Back-off settings: the Go worker's exponential back-off, plus jitter and no reset after a
+/// short-lived connection.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackoffConfig {
     /// The first delay (1 s).

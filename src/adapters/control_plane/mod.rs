@@ -1,4 +1,4 @@
-//! The Warp control plane over WebSocket (spec §1 and §2): [`WsTaskSource`] implements the
+//! The Warp control plane over WebSocket (the protocol the Go worker speaks): [`WsTaskSource`] implements the
 //! [`TaskSource`] port.
 //!
 //! It dials the configured URL with `worker_id` in the query and `Authorization: Bearer`,
@@ -8,7 +8,7 @@
 //! Reconnects back off exponentially with jitter and do not reset after short-lived
 //! connections. Only this module speaks the wire protocol (through the `oz-protocol` crate).
 //!
-//! Bad frames are logged and ignored; see [`decode`] for the table of what the worker replies.
+//! Bad frames are logged and ignored; the `decode` module has the table of what the worker replies.
 
 mod backoff;
 mod config;

@@ -58,6 +58,12 @@ pub struct DockerConfig {
     pub pull_policy: PullPolicy,
     /// SIGTERM → kill grace period when a task is cancelled (`stop_grace_period`, default 10 s).
     pub stop_grace: Duration,
+    /// The engine endpoint: `DOCKER_HOST` when set and not empty, else
+    /// [`DEFAULT_DOCKER_HOST`](super::DEFAULT_DOCKER_HOST) (see [`super::docker_host`]).
+    pub docker_host: String,
+    /// The Docker client config directory for registry credentials: `DOCKER_CONFIG`, else
+    /// `$HOME/.docker`; `None` pulls anonymously (see [`super::client_config_dir`]).
+    pub client_config_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for DockerConfig {
@@ -70,6 +76,8 @@ impl Default for DockerConfig {
             cleanup: true,
             pull_policy: PullPolicy::Always,
             stop_grace: Duration::from_secs(10),
+            docker_host: super::DEFAULT_DOCKER_HOST.to_owned(),
+            client_config_dir: None,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::domain::spec::TaskSpec;
 pub const ENTRYPOINT: &str = "/agent/entrypoint.sh";
 /// The task's working directory.
 pub const WORKDIR: &str = "/workspace";
-/// The bound on removal and other clean-up calls (the spec's `BackendShutdownTimeout`).
+/// The bound on removal and other clean-up calls (the Go worker's `BackendShutdownTimeout`).
 pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many lines of output a failure message carries.
 pub const TAIL_LINES: usize = 20;

@@ -1,6 +1,6 @@
 //! [`DockerExecutor`]: the start-up preflight and the per-task flow (image, sidecars, container,
 //! wait, exit code, OOM, output tail, stop on cancel, clean-up), mapping every Docker error to
-//! the spec's failure reason at this boundary.
+//! the protocol's failure reason at this boundary.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +28,20 @@ use crate::ports::executor::Executor;
 
 /// The engine endpoint when `DOCKER_HOST` is unset.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+/// The engine endpoint from the environment lookup `env`: `DOCKER_HOST` when set and not
+/// empty, else [`DEFAULT_DOCKER_HOST`].
+pub fn docker_host(env: &dyn Fn(&str) -> Option<String>) -> String {
+    env("DOCKER_HOST")
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned())
+}
+
+/// The Docker client config directory from the environment lookup `env`: `DOCKER_CONFIG` when
+/// set and not empty, else `$HOME/.docker`, else `None` (pull anonymously).
+pub fn client_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    credentials::default_config_dir(env("DOCKER_CONFIG"), env("HOME"))
+}
+
 /// How long the start-up ping may take.
 pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -61,22 +75,16 @@ pub struct DockerExecutor {
 }
 
 impl DockerExecutor {
-    /// Connects from the standard Docker environment (`DOCKER_HOST`, default
-    /// `unix:///var/run/docker.sock`; registry credentials from `DOCKER_CONFIG` or
-    /// `~/.docker/config.json`), then runs the preflight and the orphan sweep of
-    /// [`DockerExecutor::connect_to`].
+    /// Connects to the engine at `config.docker_host` with the registry credentials of
+    /// `config.client_config_dir` (both read from the standard Docker environment by the app,
+    /// see [`docker_host`] and [`client_config_dir`]), then runs the preflight and the orphan
+    /// sweep of [`DockerExecutor::connect_to`].
     ///
     /// # Errors
     /// [`DockerError`], whose text names the endpoint when the engine is unreachable.
     pub async fn connect(config: DockerConfig) -> Result<Self, DockerError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
-        let client_config_dir = credentials::default_config_dir(
-            std::env::var("DOCKER_CONFIG").ok(),
-            std::env::var("HOME").ok(),
-        );
+        let host = config.docker_host.clone();
+        let client_config_dir = config.client_config_dir.clone();
         Self::connect_to(&host, config, client_config_dir).await
     }
 

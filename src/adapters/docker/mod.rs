@@ -19,7 +19,9 @@ pub mod sidecar;
 mod tests;
 
 pub use config::{DockerConfig, PullPolicy};
-pub use executor::{DEFAULT_DOCKER_HOST, DockerError, DockerExecutor};
+pub use executor::{
+    DEFAULT_DOCKER_HOST, DockerError, DockerExecutor, client_config_dir, docker_host,
+};
 
 use crate::domain::TaskFailure;
 

@@ -391,3 +391,40 @@ fn a_registry_asking_for_credentials_gets_a_hint_naming_the_config() {
         );
     }
 }
+
+#[test]
+fn the_engine_and_client_config_come_from_the_standard_docker_variables() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    };
+    let none = env(&[]);
+    assert_eq!(super::docker_host(&none), super::DEFAULT_DOCKER_HOST);
+    assert_eq!(super::client_config_dir(&none), None);
+
+    let empty = env(&[
+        ("DOCKER_HOST", ""),
+        ("DOCKER_CONFIG", ""),
+        ("HOME", "/home/op"),
+    ]);
+    assert_eq!(super::docker_host(&empty), super::DEFAULT_DOCKER_HOST);
+    assert_eq!(
+        super::client_config_dir(&empty),
+        Some(std::path::PathBuf::from("/home/op/.docker"))
+    );
+
+    let set = env(&[
+        ("DOCKER_HOST", "tcp://127.0.0.1:2375"),
+        ("DOCKER_CONFIG", "/etc/docker-client"),
+        ("HOME", "/home/op"),
+    ]);
+    assert_eq!(super::docker_host(&set), "tcp://127.0.0.1:2375");
+    assert_eq!(
+        super::client_config_dir(&set),
+        Some(std::path::PathBuf::from("/etc/docker-client"))
+    );
+}

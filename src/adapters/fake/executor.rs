@@ -315,6 +315,10 @@ fn is_safe_path_component(task_id: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests fix an arbitrary clock origin and spawn the task under test, awaited"
+)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,5 @@
 //! A small dotenv parser for the environment file the setup command writes
-//! (`OZ_ENVIRONMENT_FILE`, spec §3.2 step 7).
+//! (`OZ_ENVIRONMENT_FILE`), read after setup.
 //!
 //! Accepted: blank lines, `#` comments, an optional `export ` prefix, `KEY=VALUE` with the
 //! value unquoted (trimmed, ` #` starts a comment), `'single quoted'` (literal) or

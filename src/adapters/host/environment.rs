@@ -1,8 +1,9 @@
-//! The environments of the Direct backend's processes (spec §3.2 steps 5–8, §3.4, §3.5):
+//! The environments of the Direct backend's processes, as the Go worker builds them:
 //! the task env, and what the setup command, the agent and the teardown command each see.
 //!
-//! The worker's own environment is a snapshot ([`HostEnv`]) taken once at construction, so
-//! tests can supply their own and the adapter never calls `std::env::var` while running.
+//! The worker's own environment is a snapshot ([`HostEnv`]) that `main.rs` takes once and the
+//! app hands to the backend, so tests can supply their own and the adapter never reads the
+//! process environment.
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -17,16 +18,20 @@ pub const AGENT_HOST_VARS: [&str; 3] = ["HOME", "TMPDIR", "PATH"];
 /// The worker's API key variable: never given to the agent, always redacted.
 pub const API_KEY_VAR: &str = "WARP_API_KEY";
 
-/// A snapshot of the worker's environment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A snapshot of the worker's environment. Its `Debug` shows the names only: the values include
+/// the worker's API key.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct HostEnv(Vec<(OsString, OsString)>);
 
-impl HostEnv {
-    /// The current process environment.
-    pub fn current() -> Self {
-        Self(std::env::vars_os().collect())
+impl std::fmt::Debug for HostEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HostEnv")
+            .field(&self.0.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish()
     }
+}
 
+impl HostEnv {
     /// An explicit environment (tests, or a sanitised one).
     pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
     where
@@ -50,6 +55,11 @@ impl HostEnv {
             .map(|(_, v)| v.as_os_str())
     }
 
+    /// The value of `key` as UTF-8 text, if set and valid UTF-8 (as `std::env::var(key).ok()`).
+    pub fn var(&self, key: &str) -> Option<String> {
+        self.get(key).and_then(OsStr::to_str).map(str::to_owned)
+    }
+
     /// All pairs.
     pub fn iter(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
         self.0.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()))
@@ -57,7 +67,7 @@ impl HostEnv {
 }
 
 /// Task env = spec env + operator env (last wins), then the harness variable, then
-/// `GIT_CONFIG_GLOBAL` (spec §3.2 step 5, #72, #77).
+/// `GIT_CONFIG_GLOBAL` (#72, #77).
 pub(crate) fn task_env(
     spec: &TaskSpec,
     operator: &EnvList,
@@ -84,7 +94,7 @@ pub(crate) fn task_env(
 }
 
 /// Merges the pairs the setup command wrote over the task env, then re-applies
-/// `GIT_CONFIG_GLOBAL` so setup cannot override it (spec §3.2 step 7, #77).
+/// `GIT_CONFIG_GLOBAL` so setup cannot override it (#77).
 pub(crate) fn merge_env_file(
     task: &EnvList,
     from_file: Vec<(String, String)>,

@@ -1,4 +1,4 @@
-//! `HostExecutor`: the Direct backend's handle, its startup preflight (spec §3.1) and its
+//! `HostExecutor`: the Direct backend's handle, its startup preflight and its
 //! `Executor` implementation. The per-task flow lives in `run.rs`.
 
 use std::collections::HashMap;
@@ -90,17 +90,9 @@ pub(super) struct Inner {
 }
 
 impl HostExecutor {
-    /// Builds the backend from its config section and the worker's current environment.
-    ///
-    /// # Errors
-    /// See [`HostExecutor::with_host_env`].
-    pub fn from_config(config: &DirectConfig) -> Result<Self, HostError> {
-        Self::with_host_env(config, HostEnv::current())
-    }
-
     /// Builds the backend with an explicit snapshot of the worker's environment (the one setup
     /// and teardown inherit, and where `PATH`, `HOME`, `TMPDIR` come from), running the
-    /// preflight of spec §3.1: the oz binary is `oz_path` (not validated) or `oz` on `PATH`; a
+    /// preflight: the oz binary is `oz_path` (not validated) or `oz` on `PATH`; a
     /// `target_dir` must be an existing directory; otherwise `workspace_root` is created with
     /// mode 0700.
     ///

@@ -1,5 +1,5 @@
-//! The Direct backend: runs `oz agent run` as a host process in a per-task workspace (spec
-//! backends §3), with setup/teardown hooks, process-group supervision and captured, redacted
+//! The Direct backend: runs `oz agent run` as a host process in a per-task workspace
+//! (as the Go worker's Direct backend does), with setup/teardown hooks, process-group supervision and captured, redacted
 //! output. Knows nothing about the control plane or the supervisor.
 
 mod config;

@@ -1,4 +1,4 @@
-//! One Direct task from workspace to cleanup (spec §3.2, §3.4): validate the id, prepare the
+//! One Direct task from workspace to cleanup: validate the id, prepare the
 //! workspace, build the task env, run setup, merge the env file, run the agent, then clean up
 //! in the reference's order.
 
@@ -186,7 +186,7 @@ fn with_env_file(task_id: &str, task_env: &EnvList, workspace: &Workspace) -> En
     }
 }
 
-/// Spec §3.4: env file, then teardown and workspace removal, then the temp git-config dir.
+/// Clean-up order: env file, then teardown and workspace removal, then the temp git-config dir.
 async fn cleanup(
     inner: &Inner,
     task_id: &str,

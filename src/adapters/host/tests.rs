@@ -211,3 +211,13 @@ fn agent_gets_only_home_tmpdir_path_from_the_host() {
     let setup = environment::setup_env(&host, &task, &EnvList::new());
     assert!(setup.iter().any(|(k, _)| k == "WARP_API_KEY"));
 }
+
+#[test]
+fn the_host_env_snapshot_reads_text_values_and_never_shows_them_in_debug() {
+    let host = HostEnv::from_pairs([("WARP_API_KEY", "secret-key"), ("HOME", "/home/op")]);
+    assert_eq!(host.var("HOME").as_deref(), Some("/home/op"));
+    assert_eq!(host.var("TMPDIR"), None);
+    let shown = format!("{host:?}");
+    assert!(shown.contains("WARP_API_KEY"), "{shown}");
+    assert!(!shown.contains("secret-key"), "{shown}");
+}

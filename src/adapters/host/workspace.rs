@@ -1,6 +1,6 @@
 //! The filesystem side of one Direct task: the per-task workspace (or the fixed target
 //! directory), the isolated git global config, and the `oz-env-*` environment file that the
-//! setup command may fill (spec §3.2 steps 1–4, §3.4).
+//! setup command may fill.
 //!
 //! Knows nothing about processes or the task environment. Deleting a workspace runs on
 //! tokio's blocking pool, so a large tree neither stalls an async worker thread nor escapes

@@ -1,4 +1,4 @@
-//! Pod and Job state → the spec's failure reasons and messages (spec §2.6): pure functions.
+//! Pod and Job state → the protocol's failure reasons and the Go worker's messages: pure functions.
 
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ pub(super) fn job_failure(
     )
 }
 
-/// The result of inspecting one pod's status (steps 1-4 of spec §2.6).
+/// The result of inspecting one pod's status (the first four checks, in the Go worker's order).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum PodCheck {
     /// The pod shows a failure.
@@ -172,7 +172,7 @@ pub(super) fn inspect_pod(
     }
 }
 
-/// Steps 5-6 of spec §2.6, for a pod whose status showed nothing: a `FailedMount` event (or
+/// The last two checks, for a pod whose status showed nothing: a `FailedMount` event (or
 /// `MountVolume.SetUp failed`) → `volume_mount`; then phase `Failed` → `active_deadline` or
 /// `job_failed`.
 pub(super) fn inspect_pod_events(pod: &Pod, events: &[Event]) -> Option<TaskFailure> {

@@ -1,4 +1,4 @@
-//! Building the task's Job, Pod spec and per-task Secret (spec §2.4, §2.5, §5): pure functions
+//! Building the task's Job, Pod spec and per-task Secret (as the Go worker builds them): pure functions
 //! from config, template and `TaskSpec` to k8s-openapi objects.
 
 use std::collections::BTreeMap;
@@ -183,9 +183,9 @@ pub(super) fn task_objects(
     Ok(TaskObjects { job, secret })
 }
 
-/// The task env (spec §2.5) as container env, and the Secret data it references.
+/// The task env as container env, and the Secret data it references.
 ///
-/// Order, later winning at the first position: the spec's env (core-injected and server
+/// Order, later winning at the first position: the task spec's env (core-injected and server
 /// `env_vars`, possibly secret: referenced from the Secret), then `-e` entries sorted by key,
 /// then `OZ_ENVIRONMENT_FILE`, `OZ_WORKSPACE_ROOT`, `OZ_WORKER_BACKEND`, `OZ_RUN_ID` (plain).
 pub(super) fn task_env(

@@ -1,4 +1,4 @@
-//! Job names, label values and hashes (spec §2.3): pure functions, no API types.
+//! Job names, label values and hashes (the Go worker's, byte for byte): pure functions, no API types.
 
 use std::collections::BTreeMap;
 
@@ -83,7 +83,7 @@ pub fn execution_key<'a>(task_id: &'a str, execution_id: &'a str) -> &'a str {
     }
 }
 
-/// `oz-task-<run>-exec-<exec>`, at most 63 characters (spec §2.3).
+/// `oz-task-<run>-exec-<exec>`, at most 63 characters.
 pub fn job_name(task_id: &str, execution_id: &str) -> String {
     let key = sanitize_name(execution_key(task_id, execution_id));
     let tail: String = key

@@ -1,5 +1,5 @@
 //! The operator's `pod_template` (a raw PodSpec) and how the worker's task container is merged
-//! into it (spec §2.4 "pod_template merge rule"): pure functions on k8s-openapi types.
+//! into it (docs/kubernetes.md describes the merge): pure functions on k8s-openapi types.
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, ResourceRequirements};
 

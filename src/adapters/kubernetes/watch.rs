@@ -209,30 +209,20 @@ impl Watched for Pod {
 #[derive(Clone)]
 pub(super) struct Informer {
     state: Arc<Mutex<State>>,
-    _tasks: Arc<AbortOnDrop>,
-}
-
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
+    /// The two watch tasks; dropping the set aborts them.
+    _tasks: Arc<tokio::task::JoinSet<()>>,
 }
 
 impl Informer {
     /// Starts the two watches on `jobs` and `pods`, selected by `selector`.
     pub(super) fn start(jobs: Api<Job>, pods: Api<Pod>, selector: &str) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
-        let tasks = vec![
-            tokio::spawn(follow(jobs, selector.to_owned(), state.clone())),
-            tokio::spawn(follow(pods, selector.to_owned(), state.clone())),
-        ];
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(follow(jobs, selector.to_owned(), state.clone()));
+        tasks.spawn(follow(pods, selector.to_owned(), state.clone()));
         Self {
             state,
-            _tasks: Arc::new(AbortOnDrop(tasks)),
+            _tasks: Arc::new(tasks),
         }
     }
 

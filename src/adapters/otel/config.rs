@@ -1,7 +1,7 @@
 //! The metrics configuration, read from the standard `OTEL_*` variables through a lookup seam
 //! (the adapter never reads the process environment itself) and validated up front.
 //!
-//! Semantics follow the reference's `autoexport` v0.68.0 (protocol.md §6.2).
+//! Semantics follow the reference's `autoexport` v0.68.0 (see docs/metrics.md).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,7 +22,7 @@ pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
 /// `OTEL_METRIC_EXPORT_INTERVAL` default.
 pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_millis(60_000);
-/// `OTEL_METRIC_EXPORT_TIMEOUT` default (protocol.md §6.2): the bound on one OTLP export
+/// `OTEL_METRIC_EXPORT_TIMEOUT` default (the OpenTelemetry SDK's): the bound on one OTLP export
 /// unless `OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT` sets a shorter one.
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
 
@@ -43,7 +43,7 @@ pub struct ServiceInfo {
 pub struct OtelConfig {
     /// Which exporter `OTEL_METRICS_EXPORTER` selects.
     pub exporter: ExporterConfig,
-    /// The resource attributes, merged in the spec's order (later wins).
+    /// The resource attributes, merged in the Go worker's order (later wins).
     pub resource: BTreeMap<String, String>,
     /// Labels of `oz_worker_info`.
     pub service: ServiceInfo,
@@ -267,7 +267,7 @@ fn with_scheme(endpoint: &str) -> String {
     }
 }
 
-/// The resource, merged as protocol.md §6.2: the environment, then the SDK's own attributes,
+/// The resource, merged as the Go worker's SDK does: the environment, then the SDK's own attributes,
 /// then the worker's (which win).
 fn resource_attributes(
     lookup: &dyn Fn(&str) -> Option<String>,

@@ -13,6 +13,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicCo
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::OtelError;
 use super::config::{ExporterConfig, OtelConfig, OtlpConfig, OtlpProtocol};
@@ -26,11 +27,13 @@ pub(crate) struct Pipeline {
 }
 
 /// Builds the provider for `config`. Binds the Prometheus port first, so a bad or busy port
-/// fails here, before anything is installed. The server stops when `stop` fires.
+/// fails here, before anything is installed. The server runs on `tasks` and stops when `stop`
+/// fires.
 pub(crate) fn build(
     config: &OtelConfig,
     readiness: Readiness,
     stop: &CancellationToken,
+    tasks: &TaskTracker,
 ) -> Result<Pipeline, OtelError> {
     let builder = SdkMeterProvider::builder().with_resource(resource(&config.resource));
     match &config.exporter {
@@ -46,7 +49,8 @@ pub(crate) fn build(
                 .build()
                 .map_err(|error| OtelError::Exporter(error.to_string()))?;
             let provider = builder.with_reader(exporter).build();
-            let prometheus_addrs = http::serve(listeners, Some(registry), readiness, stop.clone())?;
+            let prometheus_addrs =
+                http::serve(listeners, Some(registry), readiness, stop.clone(), tasks)?;
             Ok(Pipeline {
                 provider,
                 prometheus_addrs,
@@ -174,6 +178,10 @@ fn http_client(otlp: &OtlpConfig) -> Result<reqwest::blocking::Client, OtelError
     let _ = rustls::crypto::ring::default_provider().install_default();
     let timeout = otlp.timeout;
     // The blocking client runs its own runtime: build it off the async workers, as the SDK does.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "joined right here: the thread only builds the blocking client"
+    )]
     let built = std::thread::spawn(move || {
         let builder = reqwest::blocking::Client::builder().timeout(timeout);
         match trusted {

@@ -10,6 +10,9 @@
 //!
 //! The reference server's timeouts apply: 5 s to read request headers, 10 s of write
 //! without progress, 120 s idle; it listens on every address the host resolves to.
+//!
+//! Every accept loop and connection runs on a [`TaskTracker`] its owner holds (the
+//! [`HealthServer`], or the metrics pipeline): stopping cancels them and waits for them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 
 use super::OtelError;
 use crate::ports::Readiness;
@@ -45,12 +49,14 @@ pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `/healthz` and `/readyz` on their own listener, for when the exporter is not `prometheus`
-/// (the app wires `--health-listen`). Stops when dropped or on [`HealthServer::stop`].
+/// (the app wires `--health-listen`). Stops when dropped (without waiting) or on
+/// [`HealthServer::stop`].
 #[derive(Debug)]
 pub struct HealthServer {
     addr: SocketAddr,
     _stop: DropGuard,
     stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl HealthServer {
@@ -58,11 +64,13 @@ impl HealthServer {
     pub fn bind(addr: SocketAddr, readiness: Readiness) -> Result<HealthServer, OtelError> {
         let listeners = bind_all(&[addr], &addr.to_string())?;
         let stop = CancellationToken::new();
-        let addr = serve(listeners, None, readiness, stop.clone())?[0];
+        let tasks = TaskTracker::new();
+        let addr = serve(listeners, None, readiness, stop.clone(), &tasks)?[0];
         Ok(HealthServer {
             addr,
             _stop: stop.clone().drop_guard(),
             stop,
+            tasks,
         })
     }
 
@@ -71,9 +79,10 @@ impl HealthServer {
         self.addr
     }
 
-    /// Stops accepting connections.
-    pub fn stop(&self) {
-        self.stop.cancel();
+    /// Stops accepting connections, closes the open ones and waits until every task of the
+    /// server has ended.
+    pub async fn stop(&self) {
+        stop_tasks(&self.stop, &self.tasks).await;
     }
 }
 
@@ -148,13 +157,21 @@ fn family_unavailable(error: &std::io::Error) -> bool {
         || error.raw_os_error() == Some(EAFNOSUPPORT)
 }
 
-/// Serves every listener on the current tokio runtime until `stop` fires; returns the bound
-/// addresses, in order.
+/// Cancels the server's tasks and waits until they have all ended (each one ends on `stop`).
+pub(crate) async fn stop_tasks(stop: &CancellationToken, tasks: &TaskTracker) {
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// Serves every listener on the current tokio runtime until `stop` fires, on tasks of `tasks`
+/// (the caller owns them: see [`stop_tasks`]); returns the bound addresses, in order.
 pub(crate) fn serve(
     listeners: Vec<StdTcpListener>,
     registry: Option<Registry>,
     readiness: Readiness,
     stop: CancellationToken,
+    tasks: &TaskTracker,
 ) -> Result<Vec<SocketAddr>, OtelError> {
     let handler_errors = registry.as_ref().map(register_handler_errors).transpose()?;
     let state = Arc::new(Endpoints {
@@ -170,7 +187,12 @@ pub(crate) fn serve(
         };
         addrs.push(listener.local_addr().map_err(bind_error)?);
         let listener = TcpListener::from_std(listener).map_err(bind_error)?;
-        tokio::spawn(accept_loop(listener, Arc::clone(&state), stop.clone()));
+        tasks.spawn(accept_loop(
+            listener,
+            Arc::clone(&state),
+            stop.clone(),
+            tasks.clone(),
+        ));
     }
     Ok(addrs)
 }
@@ -181,7 +203,12 @@ struct Endpoints {
     readiness: Readiness,
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<Endpoints>, stop: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<Endpoints>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => return,
@@ -195,7 +222,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<Endpoints>, stop: Cancell
         };
         let state = Arc::clone(&state);
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let service = service_fn(move |request| {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(state.answer(&request)) }

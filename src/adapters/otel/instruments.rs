@@ -1,4 +1,4 @@
-//! The catalogue (protocol.md §6.1): every instrument with its exact name, kind, unit and
+//! The catalogue (docs/metrics.md lists it): every instrument with its exact name, kind, unit and
 //! description; the priming of every bounded series; and the mapping from a [`Signal`] to
 //! instrument updates. The only place that knows instrument names.
 

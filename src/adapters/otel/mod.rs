@@ -22,6 +22,7 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::{
     DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT, DEFAULT_OTLP_GRPC_ENDPOINT,
@@ -34,7 +35,7 @@ pub use instruments::{CATALOGUE, InstrumentSpec, RECONNECT_REASONS, SCOPE_NAME};
 use crate::ports::{Metrics, Readiness, Signal};
 use instruments::Instruments;
 
-/// The bound on flushing metrics at shutdown (protocol.md §6.2).
+/// The bound on flushing metrics at shutdown (the Go worker's; see docs/metrics.md).
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why metrics could not be set up or flushed. Never carries an OTLP header value.
@@ -91,6 +92,8 @@ struct Inner {
     instruments: Instruments,
     prometheus_addrs: Vec<SocketAddr>,
     stop: CancellationToken,
+    /// The Prometheus server's tasks, waited for at shutdown.
+    tasks: TaskTracker,
 }
 
 impl OtelMetrics {
@@ -102,7 +105,8 @@ impl OtelMetrics {
     /// refuses, or the `none` exporter ([`OtelError::Disabled`]).
     pub fn start(config: &OtelConfig, readiness: Readiness) -> Result<OtelMetrics, OtelError> {
         let stop = CancellationToken::new();
-        let pipeline = exporters::build(config, readiness, &stop)?;
+        let tasks = TaskTracker::new();
+        let pipeline = exporters::build(config, readiness, &stop, &tasks)?;
         let meter = pipeline
             .provider
             .meter_with_scope(InstrumentationScope::builder(SCOPE_NAME).build());
@@ -114,6 +118,7 @@ impl OtelMetrics {
                 instruments,
                 prometheus_addrs: pipeline.prometheus_addrs,
                 stop,
+                tasks,
             }),
         })
     }
@@ -146,13 +151,19 @@ impl OtelMetrics {
     /// Flushes and stops the pipeline within `timeout` (use [`SHUTDOWN_TIMEOUT`]), and stops
     /// the Prometheus server. Later records are dropped silently.
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), OtelError> {
-        self.inner.stop.cancel();
+        http::stop_tasks(&self.inner.stop, &self.inner.tasks).await;
         let provider = self.inner.provider.clone();
         run_blocking(timeout, move || provider.shutdown_with_timeout(timeout)).await
     }
 }
 
-/// Runs a blocking SDK call on the blocking pool, bounded by `timeout`.
+/// Runs a blocking SDK call on the blocking pool, bounded by `timeout`. A call that overruns is
+/// left to finish on the pool (it cannot be interrupted); the runtime's bounded shutdown does
+/// not wait for it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "awaited here within `timeout`; an uninterruptible SDK call that overruns is left to the pool"
+)]
 async fn run_blocking(
     timeout: Duration,
     call: impl FnOnce() -> opentelemetry_sdk::error::OTelSdkResult + Send + 'static,

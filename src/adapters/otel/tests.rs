@@ -2,6 +2,11 @@
 //! names, descriptions, priming, arithmetic), the health endpoints and the error paths.
 //! Real consumers (Prometheus, OTLP sinks, console) are in `tests/contract/otel*.rs`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "unit tests spawn the task under test and await or abort it"
+)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;

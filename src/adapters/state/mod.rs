@@ -97,6 +97,10 @@ impl PartialEq for Instances {
 impl Eq for Instances {}
 
 /// A fresh random instance id: 16 hex digits.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the wall clock only mixes entropy into a random id, it times nothing"
+)]
 pub fn new_instance_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -291,7 +295,7 @@ impl Instances {
     }
 
     /// Adds a process group (leader pid and its start time) to `task_id`'s entry, if the task
-    /// is journaled. At most [`journal::MAX_GROUPS`] are kept (the oldest are dropped: they
+    /// is journaled. At most `journal::MAX_GROUPS` are kept (the oldest are dropped: they
     /// belong to phases that are over).
     ///
     /// # Errors

@@ -1,3 +1,5 @@
+//! The state directory against real files: instance registration, liveness and claiming.
+
 use super::*;
 
 #[test]

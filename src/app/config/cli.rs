@@ -1,4 +1,4 @@
-//! The command line (clap derive): every flag of spec §4.1 plus our additions, all global so
+//! The command line (clap derive): every flag of the Go worker plus our additions, all global so
 //! they work before and after the `check` subcommand. This is the raw, unvalidated stage; it
 //! reads no environment variables (the API key's `WARP_API_KEY` fallback goes through the env
 //! seam in [`super::load`]).

@@ -1,4 +1,4 @@
-//! The raw YAML config file (spec §4.4): serde structs that mirror the file exactly, strict
+//! The raw YAML config file (same keys as the Go worker's): serde structs that mirror the file exactly, strict
 //! about keys. Each struct captures keys it does not know in `unknown` (instead of
 //! `deny_unknown_fields`, which stops at the first), so every unknown key is reported at once,
 //! with its path, the file and, for block-style YAML, its line. The raw sub-trees

@@ -164,6 +164,8 @@ fn docker(raw: RawDocker, context: &Context<'_>, findings: &mut Findings) -> Doc
         environment: merged_env("backend.docker", &raw.environment, context, findings),
         cleanup: context.cleanup,
         pull_policy,
+        docker_host: crate::adapters::docker::docker_host(context.env),
+        client_config_dir: crate::adapters::docker::client_config_dir(context.env),
         stop_grace: grace(
             "backend.docker.stop_grace_period",
             raw.stop_grace_period.as_deref(),

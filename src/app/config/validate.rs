@@ -1,4 +1,4 @@
-//! Stage two: merge the raw CLI and the raw file (CLI > file > defaults, spec §4.5) into a
+//! Stage two: merge the raw CLI and the raw file (CLI > file > defaults, as the Go worker merges them) into a
 //! typed [`Config`], collecting every problem instead of stopping at the first. No I/O: the
 //! environment comes in through the `env` seam.
 //!

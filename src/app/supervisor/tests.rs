@@ -3,6 +3,11 @@
 //! phase step) from `next_event`, with the `FakeExecutor` scripted per task under paused tokio
 //! time. One mockall seam test remains, for an executor panic, which the fake cannot produce.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "unit tests spawn the task under test and await or abort it"
+)]
+
 use std::sync::Arc;
 
 use super::*;

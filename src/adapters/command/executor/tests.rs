@@ -1,5 +1,10 @@
 //! The Command backend against real `/bin/sh` commands.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "unit tests spawn the task under test and await or abort it"
+)]
+
 use std::path::Path;
 
 use super::*;
