@@ -1,4 +1,4 @@
-//! The command line (clap derive): every flag of spec §4.1 plus our additions, all global so
+//! The command line (clap derive): every flag of the Go worker plus our additions, all global so
 //! they work before and after the `check` subcommand. This is the raw, unvalidated stage; it
 //! reads no environment variables (the API key's `WARP_API_KEY` fallback goes through the env
 //! seam in [`super::load`]).
@@ -153,14 +153,26 @@ pub(crate) enum CliPullPolicy {
     Never,
 }
 
-/// `--backend` accepts the four names and, hidden, the empty string (the reference's "not
-/// set").
+impl CliPullPolicy {
+    /// The config spelling (`always`, `if-not-present`, `never`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::IfNotPresent => "if-not-present",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// `--backend` accepts the backend table's names and, hidden, the empty string (the Go
+/// worker's "not set").
 fn backend_values() -> PossibleValuesParser {
-    PossibleValuesParser::new([
-        PossibleValue::new("docker"),
-        PossibleValue::new("direct"),
-        PossibleValue::new("kubernetes"),
-        PossibleValue::new("command"),
-        PossibleValue::new("").hide(true),
-    ])
+    let mut names: Vec<&str> = super::backends::names().collect();
+    names.sort_unstable_by_key(|name| *name != super::backends::DEFAULT_BACKEND);
+    PossibleValuesParser::new(
+        names
+            .into_iter()
+            .map(PossibleValue::new)
+            .chain([PossibleValue::new("").hide(true)]),
+    )
 }
