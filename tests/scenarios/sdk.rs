@@ -205,22 +205,19 @@ out(ids)
     )
     .await;
     let mut ids: Vec<String> = serde_json::from_value(created).unwrap();
-    let poll = async {
-        loop {
+    let runs = crate::support::eventually_some(
+        "2 running runs and a re-offer",
+        Duration::from_secs(30),
+        || async {
             let runs = cp.runs();
             let running = runs
                 .iter()
                 .filter(|r| r.state == RunState::InProgress)
                 .count();
-            if running == 2 && runs.iter().any(|r| r.offers > 1) {
-                return runs;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let runs = tokio::time::timeout(Duration::from_secs(30), poll)
-        .await
-        .unwrap_or_else(|_| panic!("never saw 2 running and a re-offer: {:?}", cp.runs()));
+            (running == 2 && runs.iter().any(|r| r.offers > 1)).then_some(runs)
+        },
+    )
+    .await;
     assert!(runs.iter().all(|r| r.state != RunState::Failed), "{runs:?}");
     std::fs::write(&gate, "").unwrap();
 
