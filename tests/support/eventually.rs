@@ -7,11 +7,9 @@ use std::time::Duration;
 /// How often a condition is re-checked.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Polls `probe` until it yields `Some`, and returns that value.
-///
-/// # Panics
-/// When `bound` passes first, naming `what` was awaited.
-pub(crate) async fn eventually_some<T, F, Fut>(what: &str, bound: Duration, mut probe: F) -> T
+/// Polls `probe` until it yields `Some` or `bound` passes; `None` on timeout. For callers that
+/// report a timeout themselves (with the last thing they saw).
+pub(crate) async fn poll_some<T, F, Fut>(bound: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -24,10 +22,21 @@ where
             tokio::time::sleep(POLL).await;
         }
     };
-    match tokio::time::timeout(bound, poll).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {bound:?} waiting for {what}"),
-    }
+    tokio::time::timeout(bound, poll).await.ok()
+}
+
+/// Polls `probe` until it yields `Some`, and returns that value.
+///
+/// # Panics
+/// When `bound` passes first, naming `what` was awaited.
+pub(crate) async fn eventually_some<T, F, Fut>(what: &str, bound: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll_some(bound, probe)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {bound:?} waiting for {what}"))
 }
 
 /// Polls `condition` until it is true or `bound` passes; returns whether it became true. For

@@ -8,7 +8,7 @@ pub(crate) mod otlp;
 pub(crate) mod prometheus;
 pub(crate) mod sdk;
 
-pub(crate) use eventually::{eventually, eventually_some, poll_until};
+pub(crate) use eventually::{eventually, eventually_some, poll_some, poll_until};
 
 /// Whether a test that needs `what` should run.
 ///
