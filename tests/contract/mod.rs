@@ -5,5 +5,6 @@ pub(crate) mod executor_command;
 pub(crate) mod executor_docker;
 pub(crate) mod executor_fake;
 pub(crate) mod executor_host;
+pub(crate) mod executor_kubernetes;
 mod otel_otlp;
 mod otel_prometheus;
