@@ -11,4 +11,7 @@ mod docker_images;
 mod kubernetes;
 mod kubernetes_node;
 mod local_control_plane;
+mod restart;
+mod restart_chaos;
+mod restart_docker;
 mod sdk;

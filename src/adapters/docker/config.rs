@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::adapters::state::Instances;
+
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::backend_config::checks::check_volume;
@@ -52,6 +54,11 @@ impl PullPolicy {
 pub struct DockerConfig {
     /// This worker's id (for labels).
     pub worker_id: String,
+    /// This process's instance in the state directory: its id goes on every label, and the
+    /// start-up sweep touches only containers of instances it reports dead. `None` (tests,
+    /// benches): containers are labelled with an empty instance id and the sweep removes only
+    /// containers whose instance label is empty.
+    pub instances: Option<Instances>,
     /// Bind specs: YAML `volumes` then `-v`, validated as `HOST:CONTAINER[:MODE]`.
     pub volumes: Vec<String>,
     /// Operator environment: YAML `environment` then `-e` (CLI wins), de-duplicated.
@@ -68,6 +75,7 @@ impl Default for DockerConfig {
     fn default() -> Self {
         Self {
             worker_id: String::new(),
+            instances: None,
             volumes: Vec::new(),
             environment: EnvList::new(),
             cleanup: true,
@@ -142,6 +150,8 @@ impl BackendSection for DockerConfig {
         let defaults = DockerConfig::default();
         DockerConfig {
             worker_id: context.worker_id.clone(),
+            // Set at start-up, once the state directory is open.
+            instances: None,
             volumes: raw.volumes.iter().chain(context.volumes).cloned().collect(),
             environment: merged_env("backend.docker", &raw.environment, context, findings),
             cleanup: context.cleanup,

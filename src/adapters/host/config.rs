@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::adapters::state::Instances;
+
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::backend_config::checks::absolute;
@@ -39,6 +41,10 @@ pub struct DirectConfig {
     pub cleanup: bool,
     /// SIGTERM → SIGKILL grace period on cancel (`kill_grace_period`, default 10 s).
     pub kill_grace: Duration,
+    /// This process's instance in the state directory, where each task's process groups and
+    /// workspace are journaled so that a worker restarted after a crash can end and remove
+    /// them. `None` (tests, benches): nothing is journaled.
+    pub instances: Option<Instances>,
 }
 
 impl Default for DirectConfig {
@@ -52,6 +58,7 @@ impl Default for DirectConfig {
             environment: EnvList::new(),
             cleanup: true,
             kill_grace: DEFAULT_KILL_GRACE,
+            instances: None,
         }
     }
 }
@@ -134,6 +141,8 @@ impl BackendSection for DirectConfig {
                 defaults.kill_grace,
                 findings,
             ),
+            // Set at start-up, once the state directory is open.
+            instances: None,
         }
     }
 

@@ -4,10 +4,12 @@
 //! comes from its own config module.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 
 use super::{Config, LogFormat, LogLevel, REDACTED};
+use crate::adapters::backend_config::duration::format_go_duration;
 
 /// Renders `config` as YAML with the API key and all environment values redacted.
 pub fn effective_config_text(config: &Config) -> String {
@@ -31,6 +33,8 @@ pub fn effective_config_text(config: &Config) -> String {
         idle_on_complete: config.idle_on_complete.as_deref(),
         cleanup: config.cleanup,
         health_listen: config.health_listen.map(|addr| addr.to_string()),
+        state_dir: &config.state_dir,
+        drain_timeout: format_go_duration(config.drain_timeout),
         backend: BTreeMap::from([(config.backend.name(), config.backend.effective())]),
     };
     serde_norway::to_string(&view)
@@ -50,5 +54,7 @@ struct Effective<'a> {
     idle_on_complete: Option<&'a str>,
     cleanup: bool,
     health_listen: Option<String>,
+    state_dir: &'a Path,
+    drain_timeout: String,
     backend: BTreeMap<&'static str, serde_norway::Value>,
 }

@@ -22,6 +22,9 @@ pub(crate) struct RawFile {
     #[serde(default, deserialize_with = "scalar_text")]
     pub idle_on_complete: Option<String>,
     pub health_listen: Option<String>,
+    pub state_dir: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub drain_timeout: Option<String>,
     /// `backend:` as read here only for its keys; each block's content is in `blocks`.
     backend: Option<BTreeMap<String, serde_norway::Value>>,
     #[serde(flatten)]

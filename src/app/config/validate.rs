@@ -11,12 +11,16 @@
 //! ambiguity, so `ro,z` modes and values with commas work there).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::backends::{BACKENDS, Backend, DEFAULT_BACKEND, Presence, entry};
 use super::cli::{CliArgs, CliLogFormat, CliLogLevel};
 use super::file::RawFile;
 use super::{ApiKey, Config, LogFormat, LogLevel};
+use crate::adapters::backend_config::checks;
 use crate::adapters::backend_config::{Context, EnvLookup, Findings};
+use crate::adapters::state::DEFAULT_STATE_DIR;
 use crate::domain::env::{EnvEntryError, EnvList, parse_env_entry};
 
 /// The file, already parsed, with where it came from.
@@ -45,6 +49,21 @@ pub(crate) fn validate(
     let api_key = api_key(cli, env, findings);
     check_web_socket_url(&cli.web_socket_url, findings);
     let health_listen = health_listen(cli, raw, findings);
+    let state_dir = state_dir(cli, raw, env, findings);
+    let drain_timeout = match (&cli.drain_timeout, &raw.drain_timeout) {
+        (Some(text), _) => crate::adapters::backend_config::grace(
+            "--drain-timeout",
+            Some(text),
+            Duration::ZERO,
+            findings,
+        ),
+        (None, text) => crate::adapters::backend_config::grace(
+            "drain_timeout",
+            text.as_deref(),
+            Duration::ZERO,
+            findings,
+        ),
+    };
     let cli_env = cli_env(&cli.env, env, findings);
     for (index, spec) in cli.volumes.iter().enumerate() {
         if spec.contains(',') {
@@ -104,7 +123,38 @@ pub(crate) fn validate(
         cleanup,
         backend: backend?,
         health_listen,
+        state_dir: state_dir?,
+        drain_timeout,
     })
+}
+
+/// `--state-dir` / `state_dir`: `~` expanded, absolute, default [`DEFAULT_STATE_DIR`]. Whether
+/// it is usable is checked at start-up (it is created if missing).
+fn state_dir(
+    cli: &CliArgs,
+    raw: &RawFile,
+    env: EnvLookup<'_>,
+    findings: &mut Findings,
+) -> Option<PathBuf> {
+    let (field, text) = match (&cli.state_dir, &raw.state_dir) {
+        (Some(path), _) => ("--state-dir", path.display().to_string()),
+        (None, Some(text)) => ("state_dir", text.clone()),
+        (None, None) => return Some(PathBuf::from(DEFAULT_STATE_DIR)),
+    };
+    if text.is_empty() {
+        findings.problem(format!(
+            "invalid {field} \"\": expected an absolute directory path such as {DEFAULT_STATE_DIR}"
+        ));
+        return None;
+    }
+    let expanded = checks::expand_tilde(&text, env("HOME").as_deref());
+    match checks::absolute(&expanded) {
+        Ok(path) => Some(path),
+        Err(reason) => {
+            findings.problem(format!("invalid {field} {text:?}: {reason}"));
+            None
+        }
+    }
 }
 
 fn worker_id(cli: &CliArgs, raw: &RawFile, findings: &mut Findings) -> Option<String> {
