@@ -1,6 +1,7 @@
 //! Adapters: the outside world behind the ports. Each folder is one technology; adapters
 //! translate between library or wire types and domain types and make no decisions of their own.
 
+pub(crate) mod backend_config;
 pub mod command;
 pub mod control_plane;
 pub mod docker;

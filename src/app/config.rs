@@ -3,17 +3,15 @@
 //! file and reports every bad field by name.
 //!
 //! Two stages: [`load`] parses the command line (`cli`) and the file (`file`) into raw structs,
-//! then `validate` (with `sections` for the backends) merges and checks them without I/O,
+//! then `validate` (with each backend's own config module, through the table in `backends`) merges and checks them without I/O,
 //! reading environment variables only through the `env` seam it is given. Departure from the
 //! Go worker: the YAML is read with `serde_norway`, not a layered-config crate, to keep key case
 //! and line numbers; and `-e`/`-v` values containing commas are rejected (see `validate`).
 
-mod checks;
+mod backends;
 mod cli;
-mod duration;
 mod effective;
 mod file;
-mod sections;
 mod validate;
 
 #[cfg(test)]
@@ -26,12 +24,12 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
-pub use effective::{REDACTED, effective_config_text};
+pub use crate::adapters::backend_config::REDACTED;
+pub use backends::Backend;
+pub use effective::effective_config_text;
 
-use crate::adapters::command::CommandConfig;
-use crate::adapters::docker::DockerConfig;
-use crate::adapters::host::DirectConfig;
-use crate::adapters::kubernetes::KubernetesConfig;
+use crate::adapters::backend_config::Findings;
+use crate::adapters::backend_config::checks;
 use crate::domain::ApiKey;
 
 /// Default WebSocket URL (hidden `--web-socket-url`).
@@ -61,31 +59,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line on stderr.
     Json,
-}
-
-/// The selected backend with its validated section.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Backend {
-    /// `docker` (also the default when nothing is selected).
-    Docker(DockerConfig),
-    /// `kubernetes`.
-    Kubernetes(Box<KubernetesConfig>),
-    /// `direct`.
-    Direct(DirectConfig),
-    /// `command`.
-    Command(CommandConfig),
-}
-
-impl Backend {
-    /// The backend's name: `docker`, `kubernetes`, `direct` or `command`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Docker(_) => "docker",
-            Self::Kubernetes(_) => "kubernetes",
-            Self::Direct(_) => "direct",
-            Self::Command(_) => "command",
-        }
-    }
 }
 
 /// The validated, merged configuration.
@@ -232,7 +205,7 @@ where
     T: Into<OsString> + Clone,
 {
     let parsed = cli::Cli::try_parse_from(args).map_err(|err| ConfigError::from_clap(&err))?;
-    let mut findings = validate::Findings::default();
+    let mut findings = Findings::default();
     let file = match &parsed.args.config_file {
         None => None,
         Some(given) => {
@@ -249,9 +222,10 @@ where
             Some((path, raw))
         }
     };
+    let mut file = file;
     let shown_path = file.as_ref().map(|(path, _)| path.display().to_string());
     let input = file
-        .as_ref()
+        .as_mut()
         .zip(shown_path.as_deref())
         .map(|((_, raw), path)| validate::FileInput { path, raw });
     let config = validate::validate(&parsed.args, input, env, &mut findings);

@@ -24,6 +24,30 @@ pub(crate) enum Workload {
     Hangs,
 }
 
+/// What a backend promises, where backends legitimately differ. Cases read these flags instead
+/// of being skipped, so a hand-off backend runs every case against what it does promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Capabilities {
+    /// What a successful run returns: `Succeeded` for a backend that waits for the agent,
+    /// `Spawned` for a hand-off (Command: the dispatch command exited 0).
+    pub success: Exit,
+    /// Whether a failure carries the workload's exit code. A hand-off reports only its dispatch
+    /// command's status, in the message.
+    pub exit_code: bool,
+    /// Whether the backend rejects a spec it cannot run. A hand-off passes the spec on
+    /// unvalidated (the receiver decides), so its "bad" spec must be handed off like any other.
+    pub validates_specs: bool,
+}
+
+impl Capabilities {
+    /// A backend that runs the agent and waits for it (Direct, Docker, Kubernetes, the fake).
+    pub(crate) const WAITS_FOR_THE_AGENT: Self = Self {
+        success: Exit::Succeeded,
+        exit_code: true,
+        validates_specs: true,
+    };
+}
+
 /// Adapts one executor (and its way of scripting and observing workloads) to the suite.
 pub(crate) trait Harness {
     /// The executor under test.
@@ -31,6 +55,11 @@ pub(crate) trait Harness {
 
     /// The executor.
     fn executor(&self) -> &Self::Exec;
+
+    /// Where this backend legitimately differs from one that waits for the agent.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::WAITS_FOR_THE_AGENT
+    }
 
     /// A spec for task `id` whose workload does `workload` and gets the extra `env`.
     fn spec(&self, id: &str, workload: Workload, env: &[(&str, &str)]) -> TaskSpec;
@@ -47,7 +76,8 @@ pub(crate) trait Harness {
     /// The reason a non-zero exit is reported with (`agent_invocation`, `container_exit`, …).
     fn exit_reason(&self) -> FailureReason;
 
-    /// A spec the backend must reject, and the reason it must give.
+    /// A spec the backend must reject, and the reason it must give (a backend that does not
+    /// validate specs hands it off instead, see [`Capabilities::validates_specs`]).
     fn bad_spec(&self) -> (TaskSpec, FailureReason);
 }
 
@@ -61,15 +91,17 @@ pub(crate) fn base_spec(id: &str, env: &[(&str, &str)]) -> TaskSpec {
     spec
 }
 
-/// Success maps to `Ok(Exit::Succeeded)` and leaves nothing behind.
+/// Success maps to `Ok(Exit::Succeeded)` (`Ok(Exit::Spawned)` for a hand-off) and leaves
+/// nothing behind.
 pub(crate) async fn success_is_succeeded(h: &impl Harness) {
     let spec = h.spec("contract-ok", Workload::Succeeds, &[]);
     let outcome = h.executor().run(&spec, CancellationToken::new()).await;
-    assert_eq!(outcome, Ok(Exit::Succeeded));
+    assert_eq!(outcome, Ok(h.capabilities().success));
     assert_eq!(h.leftovers("contract-ok").await, Vec::<String>::new());
 }
 
-/// A non-zero exit is an `Err` with the backend's exit reason and the exit code.
+/// A non-zero exit is an `Err` with the backend's exit reason and the exit code (in the message
+/// only, for a backend without [`Capabilities::exit_code`]).
 pub(crate) async fn nonzero_exit_is_a_failure_with_the_code(h: &impl Harness) {
     let spec = h.spec("contract-exit", Workload::ExitsWith(3), &[]);
     let failure = h
@@ -78,7 +110,8 @@ pub(crate) async fn nonzero_exit_is_a_failure_with_the_code(h: &impl Harness) {
         .await
         .expect_err("exit 3 must fail");
     assert_eq!(failure.reason, h.exit_reason());
-    assert_eq!(failure.exit_code, Some(3));
+    let code = h.capabilities().exit_code.then_some(3);
+    assert_eq!(failure.exit_code, code);
     assert!(failure.message.contains('3'), "{}", failure.message);
     assert_eq!(h.leftovers("contract-exit").await, Vec::<String>::new());
 }
@@ -115,9 +148,15 @@ pub(crate) async fn already_cancelled_token_runs_nothing(h: &impl Harness) {
     );
 }
 
-/// A bad spec is an `Err` with a specific reason.
+/// A bad spec is an `Err` with a specific reason; a backend that does not validate specs hands
+/// it off like any other.
 pub(crate) async fn bad_spec_is_rejected_with_a_specific_reason(h: &impl Harness) {
     let (spec, reason) = h.bad_spec();
+    if !h.capabilities().validates_specs {
+        let outcome = h.executor().run(&spec, CancellationToken::new()).await;
+        assert_eq!(outcome, Ok(h.capabilities().success));
+        return;
+    }
     let failure = h
         .executor()
         .run(&spec, CancellationToken::new())
@@ -133,7 +172,7 @@ pub(crate) async fn cleanup_is_idempotent(h: &impl Harness) {
     for _ in 0..2 {
         let spec = h.spec("contract-again", Workload::Succeeds, &[]);
         let outcome = h.executor().run(&spec, CancellationToken::new()).await;
-        assert_eq!(outcome, Ok(Exit::Succeeded));
+        assert_eq!(outcome, Ok(h.capabilities().success));
         assert_eq!(h.leftovers("contract-again").await, Vec::<String>::new());
     }
     h.executor().shutdown().await;
@@ -146,7 +185,7 @@ pub(crate) async fn env_reaches_the_workload_but_not_the_worker_key(h: &impl Har
     let env = [("CONTRACT_VAR", "contract-value")];
     let spec = h.spec("contract-env", Workload::Succeeds, &env);
     let outcome = h.executor().run(&spec, CancellationToken::new()).await;
-    assert_eq!(outcome, Ok(Exit::Succeeded));
+    assert_eq!(outcome, Ok(h.capabilities().success));
     let names = h.seen_env_names("contract-env");
     for expected in ["CONTRACT_VAR", "TASK_ID", "GIT_TERMINAL_PROMPT"] {
         assert!(

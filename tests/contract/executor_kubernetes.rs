@@ -192,14 +192,16 @@ impl Harness for KubernetesHarness {
     }
 
     async fn leftovers(&self, id: &str) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + BOUND;
-        loop {
+        // What is still there when the bound passes is the caller's to report.
+        let last = std::sync::Mutex::new(Vec::new());
+        crate::support::poll_until(BOUND, || async {
             let left = self.leftovers_now(id).await;
-            if left.is_empty() || tokio::time::Instant::now() >= deadline {
-                return left;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            let clean = left.is_empty();
+            *last.lock().unwrap() = left;
+            clean
+        })
+        .await;
+        last.into_inner().unwrap()
     }
 
     fn exit_reason(&self) -> FailureReason {

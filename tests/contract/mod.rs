@@ -1,6 +1,7 @@
 //! Executor contract suites, run against every backend.
 
 pub(crate) mod executor;
+pub(crate) mod executor_command;
 pub(crate) mod executor_docker;
 pub(crate) mod executor_fake;
 pub(crate) mod executor_host;

@@ -25,16 +25,11 @@ fn claimed(task_id: &str) -> WorkerMessage {
 }
 
 async fn wait_for_report_line(daemon: &Daemon, key: &str) -> String {
-    tokio::time::timeout(BOUND, async {
-        loop {
-            if let Some(value) = report_value(&daemon.report(), key) {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let what = format!("the stand-in to report {key:?}");
+    crate::support::eventually_some(&what, BOUND, || async {
+        report_value(&daemon.report(), key)
     })
     .await
-    .unwrap_or_else(|_| panic!("the stand-in never reported {key:?}"))
 }
 
 fn alive(pid: i32) -> bool {

@@ -19,7 +19,7 @@ use crate::support::http::get;
 use crate::support::logs::capture_logs;
 use crate::support::otlp::start_http_sink;
 use crate::support::prometheus::{PrometheusServer, binary};
-use crate::support::require;
+use crate::support::{eventually, eventually_some, require};
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -56,18 +56,18 @@ async fn prometheus_sees_claims_rejections_completions_and_readiness_of_a_runnin
         .expect("connected");
 
     // Readiness follows the connection (once the supervisor has seen it) and the preflight.
-    let ready = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
+    let ready = eventually_some(
+        "/readyz to become ready",
+        Duration::from_secs(30),
+        || async {
             let (status, body) = get(target, "/readyz").await;
-            if status == 200 {
-                return body;
+            if status != 200 {
+                assert_eq!(status, 503, "{body}");
             }
-            assert_eq!(status, 503, "{body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("/readyz never became ready");
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
     assert_eq!(ready.trim(), "ready");
 
     cp.assign(&sample_assignment("run-m1")).unwrap();
@@ -201,18 +201,14 @@ async fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
 
 /// Polls `/readyz` on `addr` until it answers 200, failing the test after 30 s.
 async fn wait_ready(addr: SocketAddr) {
-    tokio::time::timeout(BOUND, async {
-        loop {
-            let (status, body) = get(addr, "/readyz").await;
-            if status == 200 {
-                return;
-            }
+    eventually("/readyz to become ready", BOUND, || async {
+        let (status, body) = get(addr, "/readyz").await;
+        if status != 200 {
             assert_eq!(status, 503, "{body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        status == 200
     })
-    .await
-    .expect("/readyz never became ready");
+    .await;
 }
 
 /// Assigns `task_id` and waits for its claim and completion.
@@ -509,13 +505,12 @@ async fn health_listen_serves_healthz_and_readyz_follows_the_connection() {
     // The connection drops and cannot come back: not ready again.
     cp.set_reject_handshakes(Some(503));
     cp.drop_all_connections();
-    tokio::time::timeout(BOUND, async {
-        while get(addr, "/readyz").await.0 != 503 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("/readyz stayed ready after the connection dropped");
+    eventually(
+        "/readyz to turn 503 after the connection dropped",
+        BOUND,
+        || async { get(addr, "/readyz").await.0 == 503 },
+    )
+    .await;
     assert_eq!(get(addr, "/healthz").await.0, 200);
     daemon.stop().await.unwrap();
 }

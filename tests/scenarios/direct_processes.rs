@@ -135,14 +135,10 @@ async fn cancel_during_setup_is_cancelled_and_the_agent_never_runs() {
     let executor = d.executor();
     let spec = d.spec("t-setupcancel", &[], &[]);
     let (token, task) = start(&executor, &spec);
-    let poll = async {
-        while !started.exists() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(PROCESS_BOUND, poll)
-        .await
-        .expect("setup starts");
+    crate::support::eventually("the setup command to start", PROCESS_BOUND, || async {
+        started.exists()
+    })
+    .await;
     token.cancel();
     let outcome = tokio::time::timeout(PROCESS_BOUND, task)
         .await

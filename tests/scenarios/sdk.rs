@@ -207,22 +207,19 @@ out(ids)
     )
     .await;
     let mut ids: Vec<String> = serde_json::from_value(created).unwrap();
-    let poll = async {
-        loop {
+    let runs = crate::support::eventually_some(
+        "2 running runs and 2 capacity rejections",
+        Duration::from_secs(30),
+        || async {
             let runs = cp.runs();
             let running = runs
                 .iter()
                 .filter(|r| r.state == RunState::InProgress)
                 .count();
-            if running == 2 && cp.rejections() >= 2 {
-                return runs;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let runs = tokio::time::timeout(Duration::from_secs(30), poll)
-        .await
-        .unwrap_or_else(|_| panic!("never saw 2 running and 2 rejections: {:?}", cp.runs()));
+            (running == 2 && cp.rejections() >= 2).then_some(runs)
+        },
+    )
+    .await;
     assert!(runs.iter().all(|r| r.state != RunState::Failed), "{runs:?}");
     // Capacity-aware dispatch: once each connection's limit is learned, the waiting runs are
     // not offered again while both workers are full.

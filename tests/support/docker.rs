@@ -343,23 +343,9 @@ pub(crate) async fn containers(docker: &Docker, worker_id: &str) -> Vec<Containe
     docker.list_containers(Some(options)).await.unwrap()
 }
 
-/// Polls (every 100 ms, at most `limit`) until `check` holds.
-pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// Polls until a check holds or the bound passes (the shared helper, under the name these tests
+/// use).
+pub(crate) use crate::support::poll_until as eventually;
 
 /// Removes every container and volume labelled with `worker_id`.
 pub(crate) async fn clean(docker: &Docker, worker_id: &str) {

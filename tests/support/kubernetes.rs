@@ -136,24 +136,8 @@ pub(crate) fn names(config: &KubernetesConfig, spec: &TaskSpec) -> TaskNames {
     )
 }
 
-/// Polls `probe` every 100 ms until it returns `Some`, for at most `limit`.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// Polls a probe until it returns `Some` (the shared helper, under the name these tests use).
+pub(crate) use crate::support::eventually_some as eventually;
 
 /// Waits for the task's pod (created by the real job controller) and returns its name.
 pub(crate) async fn task_pod(client: &Client, namespace: &str, names: &TaskNames) -> String {

@@ -20,16 +20,7 @@ impl LogBuffer {
 
     /// Polls until the captured text contains `needle`, at most `timeout`.
     pub(crate) async fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self.contents().contains(needle) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        crate::support::poll_until(timeout, || async { self.contents().contains(needle) }).await
     }
 }
 

@@ -2,10 +2,13 @@
 
 #![allow(dead_code)]
 
+mod eventually;
 pub(crate) mod http;
 pub(crate) mod otlp;
 pub(crate) mod prometheus;
 pub(crate) mod sdk;
+
+pub(crate) use eventually::{eventually, eventually_some, poll_some, poll_until};
 
 /// Whether a test that needs `what` should run.
 ///

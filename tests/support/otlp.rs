@@ -88,24 +88,16 @@ impl Received {
 
     /// Polls (bounded) until at least `n` requests arrived; returns the last one.
     pub(crate) async fn wait_for(&self, n: usize, within: Duration) -> Export {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(last) = self
-                .0
+        let what = format!("the OTLP sink to get at least {n} requests");
+        crate::support::eventually_some(&what, within, || async {
+            self.0
                 .lock()
                 .unwrap()
                 .get(n.saturating_sub(1)..)
                 .and_then(|r| r.last())
                 .cloned()
-            {
-                return last;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the OTLP sink got fewer than {n} requests within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     fn push(&self, headers: BTreeMap<String, String>, request: &ExportMetricsServiceRequest) {

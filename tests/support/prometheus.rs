@@ -72,27 +72,28 @@ impl PrometheusServer {
 
     /// Polls `promql` (bounded) until its single result's value is `want`.
     pub(crate) async fn wait_for_value(&self, promql: &str, want: f64) -> serde_json::Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut last = None;
-        loop {
-            if let Some(result) = self.query(promql).await {
-                if let [sample] = result.as_slice()
-                    && sample["value"][1]
-                        .as_str()
-                        .and_then(|v| v.parse::<f64>().ok())
-                        == Some(want)
-                {
-                    return sample.clone();
-                }
-                last = Some(result);
+        let last = std::sync::Mutex::new(None);
+        let found = crate::support::poll_some(Duration::from_secs(60), || async {
+            let result = self.query(promql).await?;
+            if let [sample] = result.as_slice()
+                && sample["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    == Some(want)
+            {
+                return Some(sample.clone());
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{promql} never became {want}; last result: {last:?}; log: {}",
+            *last.lock().unwrap() = Some(result);
+            None
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "{promql} never became {want}; last result: {:?}; log: {}",
+                last.lock().unwrap(),
                 std::fs::read_to_string(self._dir.path().join("prometheus.log"))
                     .unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            )
+        })
     }
 }

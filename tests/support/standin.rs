@@ -62,22 +62,11 @@ pub(crate) fn seen_env_names(report: &Path) -> Vec<String> {
 /// # Panics
 /// When the bound passes first.
 pub(crate) async fn wait_for_pid(report: &Path) -> i32 {
-    let poll = async {
-        loop {
-            if let Some(pid) = report_value(report, "pid").and_then(|p| p.parse().ok()) {
-                return pid;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(PROCESS_BOUND, poll)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "the stand-in never reported its pid in {}",
-                report.display()
-            )
-        })
+    let what = format!("the stand-in to report its pid in {}", report.display());
+    crate::support::eventually_some(&what, PROCESS_BOUND, || async {
+        report_value(report, "pid").and_then(|p| p.parse().ok())
+    })
+    .await
 }
 
 /// True while `pid` exists and is not a zombie.
@@ -94,11 +83,10 @@ pub(crate) fn alive(pid: i32) -> bool {
 
 /// Waits (bounded) until none of `pids` is alive; returns the survivors.
 pub(crate) async fn wait_all_dead(pids: &[i32]) -> Vec<i32> {
-    let poll = async {
-        while pids.iter().any(|pid| alive(*pid)) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), poll).await;
+    // A survivor is reported by the caller, with its pid, rather than as a timeout here.
+    crate::support::poll_until(Duration::from_secs(5), || async {
+        !pids.iter().any(|pid| alive(*pid))
+    })
+    .await;
     pids.iter().copied().filter(|pid| alive(*pid)).collect()
 }

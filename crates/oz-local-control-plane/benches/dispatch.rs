@@ -8,6 +8,10 @@
 //! Needs the worker binary: `cargo build --bin oz-agent-worker` (or set `OZ_WORKER_BIN`).
 //! Run: `cargo bench -p oz-local-control-plane --bench dispatch` (`OZ_BENCH_RUNS`,
 //! `OZ_BENCH_SLEEP` change the run count, default 200, and the stand-in's sleep, default 0.1 s).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a bench reads its knobs from the environment and times phases with the wall clock"
+)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

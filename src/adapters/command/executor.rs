@@ -68,6 +68,9 @@ impl CommandExecutor {
 #[async_trait]
 impl Executor for CommandExecutor {
     async fn run(&self, spec: &TaskSpec, cancel: CancellationToken) -> Result<Exit, TaskFailure> {
+        if cancel.is_cancelled() {
+            return Ok(Exit::Cancelled);
+        }
         let payload = dispatch_payload(spec, &self.config.worker_id, &self.config.server_root_url);
         let mut command = self.shell(
             &self.config.dispatch_command,

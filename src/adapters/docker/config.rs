@@ -1,8 +1,19 @@
-//! Configuration of the Docker backend (`backend.docker` in YAML), already validated.
+//! Configuration of the Docker backend: the raw `backend.docker` YAML block, its validation
+//! (merged with `-v`, `-e` and `--pull-policy`) into [`DockerConfig`], and its effective-config
+//! section.
 
 use std::time::Duration;
 
 use crate::adapters::state::Instances;
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::backend_config::checks::check_volume;
+use crate::adapters::backend_config::duration::format_go_duration;
+use crate::adapters::backend_config::{
+    BackendSection, Context, Findings, RawEnvEntry, RedactedEnv, Unknown, grace, merged_env,
+    redacted, scalar_text, to_yaml, unknown_with_env,
+};
 use crate::domain::env::EnvList;
 
 /// When to pull a task's image.
@@ -79,5 +90,97 @@ impl Default for DockerConfig {
             docker_host: super::DEFAULT_DOCKER_HOST.to_owned(),
             client_config_dir: None,
         }
+    }
+}
+
+/// `backend.docker`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct RawDocker {
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    environment: Vec<RawEnvEntry>,
+    pull_policy: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    stop_grace_period: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// The effective `backend.docker` section.
+#[derive(Serialize)]
+struct Effective<'a> {
+    volumes: &'a [String],
+    environment: Vec<RedactedEnv<'a>>,
+    pull_policy: &'a str,
+    stop_grace_period: String,
+}
+
+impl BackendSection for DockerConfig {
+    const NAME: &'static str = "docker";
+    const CLI_FLAGS: &'static [&'static str] = &["--volumes", "--pull-policy"];
+    type Raw = RawDocker;
+
+    fn unknown_keys(raw: &RawDocker) -> Vec<String> {
+        unknown_with_env(&raw.unknown, &raw.environment)
+    }
+
+    fn parse(raw: RawDocker, context: &Context<'_>, findings: &mut Findings) -> Self {
+        for (index, spec) in raw.volumes.iter().enumerate() {
+            if let Err(reason) = check_volume(spec) {
+                findings.problem(format!(
+                    "invalid backend.docker.volumes[{index}] {spec:?}: {reason}"
+                ));
+            }
+        }
+        for (index, spec) in context.volumes.iter().enumerate() {
+            if spec.contains(',') {
+                continue; // already reported with the other CLI checks
+            }
+            if let Err(reason) = check_volume(spec) {
+                findings.problem(format!(
+                    "invalid --volumes value #{} {spec:?}: {reason}",
+                    index + 1
+                ));
+            }
+        }
+        let pull_policy = match (context.pull_policy, raw.pull_policy.as_deref()) {
+            (Some(from_cli), _) => PullPolicy::parse(from_cli).unwrap_or_default(),
+            (None, Some(text)) => PullPolicy::parse(text).unwrap_or_else(|| {
+                findings.problem(format!(
+                    "invalid backend.docker.pull_policy {text:?}: expected always, \
+                     if-not-present or never"
+                ));
+                PullPolicy::default()
+            }),
+            (None, None) => PullPolicy::default(),
+        };
+        let defaults = DockerConfig::default();
+        DockerConfig {
+            worker_id: context.worker_id.clone(),
+            // Set at start-up, once the state directory is open.
+            instances: None,
+            volumes: raw.volumes.iter().chain(context.volumes).cloned().collect(),
+            environment: merged_env("backend.docker", &raw.environment, context, findings),
+            cleanup: context.cleanup,
+            pull_policy,
+            docker_host: super::docker_host(context.env),
+            client_config_dir: super::client_config_dir(context.env),
+            stop_grace: grace(
+                "backend.docker.stop_grace_period",
+                raw.stop_grace_period.as_deref(),
+                defaults.stop_grace,
+                findings,
+            ),
+        }
+    }
+
+    fn effective(&self) -> serde_norway::Value {
+        to_yaml(&Effective {
+            volumes: &self.volumes,
+            environment: redacted(&self.environment),
+            pull_policy: self.pull_policy.as_str(),
+            stop_grace_period: format_go_duration(self.stop_grace),
+        })
     }
 }

@@ -1,9 +1,20 @@
-//! Configuration of the Direct backend (`backend.direct` in YAML), already validated.
+//! Configuration of the Direct backend: the raw `backend.direct` YAML block, its validation
+//! (merged with `-e` and `--target-dir`) into [`DirectConfig`], and its effective-config
+//! section.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::adapters::state::Instances;
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::backend_config::checks::absolute;
+use crate::adapters::backend_config::duration::format_go_duration;
+use crate::adapters::backend_config::{
+    BackendSection, Context, Findings, RawEnvEntry, RedactedEnv, Unknown, grace, merged_env,
+    redacted, scalar_text, to_yaml, unknown_with_env,
+};
 use crate::domain::env::EnvList;
 
 /// Default `workspace_root`.
@@ -49,5 +60,101 @@ impl Default for DirectConfig {
             kill_grace: DEFAULT_KILL_GRACE,
             instances: None,
         }
+    }
+}
+
+/// `backend.direct`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct RawDirect {
+    workspace_root: Option<String>,
+    target_dir: Option<String>,
+    oz_path: Option<String>,
+    setup_command: Option<String>,
+    teardown_command: Option<String>,
+    #[serde(default)]
+    environment: Vec<RawEnvEntry>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    kill_grace_period: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// The effective `backend.direct` section.
+#[derive(Serialize)]
+struct Effective<'a> {
+    workspace_root: &'a Path,
+    target_dir: Option<&'a Path>,
+    oz_path: Option<&'a Path>,
+    setup_command: Option<&'a str>,
+    teardown_command: Option<&'a str>,
+    environment: Vec<RedactedEnv<'a>>,
+    kill_grace_period: String,
+}
+
+impl BackendSection for DirectConfig {
+    const NAME: &'static str = "direct";
+    const CLI_FLAGS: &'static [&'static str] = &["--target-dir"];
+    type Raw = RawDirect;
+
+    fn unknown_keys(raw: &RawDirect) -> Vec<String> {
+        unknown_with_env(&raw.unknown, &raw.environment)
+    }
+
+    fn parse(raw: RawDirect, context: &Context<'_>, findings: &mut Findings) -> Self {
+        let mut path = |field: &str, text: Option<String>| -> Option<PathBuf> {
+            let text = text.filter(|t| !t.is_empty())?;
+            absolute(text.as_ref())
+                .map_err(|reason| findings.problem(format!("invalid {field} {text:?}: {reason}")))
+                .ok()
+        };
+        let workspace_root = path(
+            "backend.direct.workspace_root",
+            Some(
+                raw.workspace_root
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_WORKSPACE_ROOT.to_owned()),
+            ),
+        );
+        let target_dir = match context.target_dir {
+            Some(from_cli) => path("--target-dir", Some(from_cli.display().to_string())),
+            None => path("backend.direct.target_dir", raw.target_dir.clone()),
+        };
+        let oz_path = match raw.oz_path.clone().filter(|p| !p.is_empty()) {
+            Some(text) if text.contains('/') => path("backend.direct.oz_path", Some(text)),
+            other => other.map(PathBuf::from),
+        };
+        let defaults = DirectConfig::default();
+        DirectConfig {
+            workspace_root: workspace_root.unwrap_or(defaults.workspace_root),
+            target_dir,
+            oz_path,
+            setup_command: raw.setup_command.clone().filter(|c| !c.trim().is_empty()),
+            teardown_command: raw
+                .teardown_command
+                .clone()
+                .filter(|c| !c.trim().is_empty()),
+            environment: merged_env("backend.direct", &raw.environment, context, findings),
+            cleanup: context.cleanup,
+            kill_grace: grace(
+                "backend.direct.kill_grace_period",
+                raw.kill_grace_period.as_deref(),
+                defaults.kill_grace,
+                findings,
+            ),
+            // Set at start-up, once the state directory is open.
+            instances: None,
+        }
+    }
+
+    fn effective(&self) -> serde_norway::Value {
+        to_yaml(&Effective {
+            workspace_root: &self.workspace_root,
+            target_dir: self.target_dir.as_deref(),
+            oz_path: self.oz_path.as_deref(),
+            setup_command: self.setup_command.as_deref(),
+            teardown_command: self.teardown_command.as_deref(),
+            environment: redacted(&self.environment),
+            kill_grace_period: format_go_duration(self.kill_grace),
+        })
     }
 }

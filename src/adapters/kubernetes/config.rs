@@ -1,9 +1,22 @@
-//! Configuration of the Kubernetes backend (`backend.kubernetes` in YAML), already validated.
+//! Configuration of the Kubernetes backend: the raw `backend.kubernetes` YAML block (raw
+//! `pod_template` and `preflight_resources` sub-trees kept verbatim, camelCase keys intact), its
+//! validation (merged with `-e`) into [`KubernetesConfig`], its retired keys, and its
+//! effective-config section.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::backend_config::checks::{
+    absolute, check_quantity, expand_tilde, has_whitespace,
+};
+use crate::adapters::backend_config::duration::{format_go_duration, parse_go_duration};
+use crate::adapters::backend_config::{
+    BackendSection, Context, Findings, RedactedEnv, Unknown, bad_duration, redacted, scalar_text,
+    text_map, to_yaml,
+};
 use crate::domain::env::EnvList;
 
 /// Default `namespace`.
@@ -122,5 +135,250 @@ impl Default for KubernetesConfig {
             environment: EnvList::new(),
             cleanup: true,
         }
+    }
+}
+
+/// `backend.kubernetes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct RawKubernetes {
+    namespace: Option<String>,
+    kubeconfig: Option<String>,
+    default_image: Option<String>,
+    image_pull_policy: Option<String>,
+    use_image_volumes: Option<bool>,
+    preflight_image: Option<String>,
+    sidecar_image: Option<String>,
+    #[serde(default, deserialize_with = "text_map")]
+    coding_cli_sidecars: BTreeMap<String, String>,
+    setup_command: Option<String>,
+    teardown_command: Option<String>,
+    #[serde(default, deserialize_with = "text_map")]
+    extra_labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "text_map")]
+    extra_annotations: BTreeMap<String, String>,
+    active_deadline_seconds: Option<i64>,
+    ttl_seconds_after_finished: Option<i64>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    workspace_size_limit: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    unschedulable_timeout: Option<String>,
+    pod_template: Option<serde_json::Value>,
+    preflight_resources: Option<serde_json::Value>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// Keys removed by the Go worker's newer versions, with where each now belongs.
+const RETIRED_KEYS: [(&str, &str); 7] = [
+    ("image_pull_secret", "pod_template.imagePullSecrets"),
+    ("service_account", "pod_template.serviceAccountName"),
+    ("node_selector", "pod_template.nodeSelector"),
+    ("tolerations", "pod_template.tolerations"),
+    (
+        "resources",
+        "the task container's resources in pod_template.containers",
+    ),
+    (
+        "termination_grace_period_seconds",
+        "pod_template.terminationGracePeriodSeconds",
+    ),
+    (
+        "environment",
+        "-e flags or the task container's env in pod_template.containers",
+    ),
+];
+
+/// The effective `backend.kubernetes` section.
+#[derive(Serialize)]
+struct Effective<'a> {
+    namespace: &'a str,
+    kubeconfig: Option<&'a std::path::Path>,
+    default_image: Option<&'a str>,
+    image_pull_policy: &'a str,
+    use_image_volumes: bool,
+    preflight_image: &'a str,
+    sidecar_image: Option<&'a str>,
+    coding_cli_sidecars: &'a BTreeMap<String, String>,
+    setup_command: Option<&'a str>,
+    teardown_command: Option<&'a str>,
+    extra_labels: &'a BTreeMap<String, String>,
+    extra_annotations: &'a BTreeMap<String, String>,
+    active_deadline_seconds: Option<i64>,
+    ttl_seconds_after_finished: Option<i32>,
+    workspace_size_limit: Option<&'a str>,
+    unschedulable_timeout: Option<String>,
+    pod_template: Option<&'a serde_json::Value>,
+    preflight_resources: Option<&'a serde_json::Value>,
+    /// From `-e` (the file has no Kubernetes environment list).
+    environment: Vec<RedactedEnv<'a>>,
+}
+
+impl BackendSection for KubernetesConfig {
+    const NAME: &'static str = "kubernetes";
+    const CLI_FLAGS: &'static [&'static str] = &[];
+    type Raw = RawKubernetes;
+
+    fn unknown_keys(raw: &RawKubernetes) -> Vec<String> {
+        raw.unknown.keys().cloned().collect()
+    }
+
+    fn retired_key(key: &str) -> Option<String> {
+        RETIRED_KEYS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, home)| {
+                format!("set it in {home} (backend.kubernetes.pod_template takes a raw PodSpec)")
+            })
+    }
+
+    fn parse(raw: RawKubernetes, context: &Context<'_>, findings: &mut Findings) -> Self {
+        let defaults = KubernetesConfig::default();
+        let mut image = |field: &str, value: Option<String>| -> Option<String> {
+            let value = value.filter(|v| !v.is_empty())?;
+            if has_whitespace(&value) {
+                findings.problem(format!(
+                    "invalid backend.kubernetes.{field} {value:?}: must not contain whitespace"
+                ));
+            }
+            Some(value)
+        };
+        let default_image = image("default_image", raw.default_image);
+        let preflight_image = image("preflight_image", raw.preflight_image);
+        let sidecar_image = image("sidecar_image", raw.sidecar_image);
+        for (harness, sidecar) in &raw.coding_cli_sidecars {
+            image(
+                &format!("coding_cli_sidecars.{harness}"),
+                Some(sidecar.clone()),
+            );
+        }
+        let kubeconfig = raw.kubeconfig.filter(|k| !k.is_empty()).and_then(|text| {
+            let expanded = expand_tilde(&text, (context.env)("HOME").as_deref());
+            absolute(&expanded)
+                .map_err(|reason| {
+                    findings.problem(format!(
+                        "invalid backend.kubernetes.kubeconfig {text:?}: {reason}"
+                    ))
+                })
+                .ok()
+        });
+        let image_pull_policy = match raw.image_pull_policy.as_deref().filter(|p| !p.is_empty()) {
+            None => ImagePullPolicy::default(),
+            Some(text) => ImagePullPolicy::parse(text).unwrap_or_else(|| {
+                findings.problem(format!(
+                    "invalid backend.kubernetes.image_pull_policy {text:?}: expected Always, Never \
+                     or IfNotPresent"
+                ));
+                ImagePullPolicy::default()
+            }),
+        };
+        let active_deadline_seconds = match raw.active_deadline_seconds {
+            None => Some(DEFAULT_ACTIVE_DEADLINE_SECONDS),
+            Some(0) => None,
+            Some(seconds) if seconds < 0 => {
+                findings.problem(format!(
+                    "invalid backend.kubernetes.active_deadline_seconds {seconds}: expected a \
+                     positive number of seconds, or 0 for no deadline"
+                ));
+                None
+            }
+            Some(seconds) => Some(seconds),
+        };
+        let ttl_seconds_after_finished = match raw.ttl_seconds_after_finished {
+            None => context
+                .cleanup
+                .then_some(DEFAULT_TTL_SECONDS_AFTER_FINISHED),
+            Some(seconds) => i32::try_from(seconds).ok().filter(|s| *s >= 0).or_else(|| {
+                findings.problem(format!(
+                    "invalid backend.kubernetes.ttl_seconds_after_finished {seconds}: expected 0 to {}",
+                    i32::MAX
+                ));
+                None
+            }),
+        };
+        let workspace_size_limit = raw.workspace_size_limit.filter(|q| !q.is_empty());
+        if let Some(quantity) = &workspace_size_limit
+            && let Err(reason) = check_quantity(quantity)
+        {
+            findings.problem(format!(
+                "invalid backend.kubernetes.workspace_size_limit {quantity:?}: {reason}"
+            ));
+        }
+        let unschedulable_timeout = match raw.unschedulable_timeout.as_deref() {
+            None => defaults.unschedulable_timeout,
+            Some(text) => match parse_go_duration(text) {
+                Ok(parsed) if parsed.is_non_positive() => None,
+                Ok(parsed) => Some(parsed.magnitude),
+                Err(_) => {
+                    findings.problem(bad_duration(
+                        "backend.kubernetes.unschedulable_timeout",
+                        text,
+                    ));
+                    None
+                }
+            },
+        };
+        let mut raw_tree = |field: &str, value: Option<serde_json::Value>| {
+            let value = value.filter(|v| !v.is_null())?;
+            if !value.is_object() {
+                findings.problem(format!(
+                    "invalid backend.kubernetes.{field}: expected a mapping with Kubernetes \
+                     (camelCase) keys"
+                ));
+            }
+            Some(value)
+        };
+        let pod_template = raw_tree("pod_template", raw.pod_template);
+        let preflight_resources = raw_tree("preflight_resources", raw.preflight_resources);
+        KubernetesConfig {
+            worker_id: context.worker_id.clone(),
+            namespace: raw
+                .namespace
+                .filter(|n| !n.is_empty())
+                .unwrap_or(defaults.namespace),
+            kubeconfig,
+            default_image,
+            image_pull_policy,
+            use_image_volumes: raw.use_image_volumes.unwrap_or(false),
+            preflight_image: preflight_image.unwrap_or(defaults.preflight_image),
+            sidecar_image,
+            coding_cli_sidecars: raw.coding_cli_sidecars,
+            setup_command: raw.setup_command.filter(|c| !c.trim().is_empty()),
+            teardown_command: raw.teardown_command.filter(|c| !c.trim().is_empty()),
+            extra_labels: raw.extra_labels,
+            extra_annotations: raw.extra_annotations,
+            active_deadline_seconds,
+            ttl_seconds_after_finished,
+            workspace_size_limit,
+            unschedulable_timeout,
+            pod_template,
+            preflight_resources,
+            environment: context.cli_env.dedup_last_wins(),
+            cleanup: context.cleanup,
+        }
+    }
+
+    fn effective(&self) -> serde_norway::Value {
+        let k8s = self;
+        to_yaml(&Effective {
+            namespace: &k8s.namespace,
+            kubeconfig: k8s.kubeconfig.as_deref(),
+            default_image: k8s.default_image.as_deref(),
+            image_pull_policy: k8s.image_pull_policy.as_str(),
+            use_image_volumes: k8s.use_image_volumes,
+            preflight_image: &k8s.preflight_image,
+            sidecar_image: k8s.sidecar_image.as_deref(),
+            coding_cli_sidecars: &k8s.coding_cli_sidecars,
+            setup_command: k8s.setup_command.as_deref(),
+            teardown_command: k8s.teardown_command.as_deref(),
+            extra_labels: &k8s.extra_labels,
+            extra_annotations: &k8s.extra_annotations,
+            active_deadline_seconds: k8s.active_deadline_seconds,
+            ttl_seconds_after_finished: k8s.ttl_seconds_after_finished,
+            workspace_size_limit: k8s.workspace_size_limit.as_deref(),
+            unschedulable_timeout: k8s.unschedulable_timeout.map(format_go_duration),
+            pod_template: k8s.pod_template.as_ref(),
+            preflight_resources: k8s.preflight_resources.as_ref(),
+            environment: redacted(&k8s.environment),
+        })
     }
 }

@@ -157,6 +157,10 @@ pub(crate) fn cause(error: &(dyn StdError + 'static)) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests run a real HTTP server on a thread they join and read real time for the manual clock's origin"
+)]
 mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;

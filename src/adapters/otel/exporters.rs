@@ -96,6 +96,10 @@ pub(crate) fn resource(attributes: &BTreeMap<String, String>) -> Resource {
         .build()
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the export logger's once-a-minute throttle runs on the SDK's blocking export thread, outside tokio's clock; its tests inject a manual clock"
+)]
 fn otlp_exporter(otlp: &OtlpConfig) -> Result<opentelemetry_otlp::MetricExporter, OtelError> {
     let built = match otlp.protocol {
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()

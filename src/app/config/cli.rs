@@ -162,14 +162,26 @@ pub(crate) enum CliPullPolicy {
     Never,
 }
 
-/// `--backend` accepts the four names and, hidden, the empty string (the reference's "not
-/// set").
+impl CliPullPolicy {
+    /// The config spelling (`always`, `if-not-present`, `never`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::IfNotPresent => "if-not-present",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// `--backend` accepts the backend table's names and, hidden, the empty string (the Go
+/// worker's "not set").
 fn backend_values() -> PossibleValuesParser {
-    PossibleValuesParser::new([
-        PossibleValue::new("docker"),
-        PossibleValue::new("direct"),
-        PossibleValue::new("kubernetes"),
-        PossibleValue::new("command"),
-        PossibleValue::new("").hide(true),
-    ])
+    let mut names: Vec<&str> = super::backends::names().collect();
+    names.sort_unstable_by_key(|name| *name != super::backends::DEFAULT_BACKEND);
+    PossibleValuesParser::new(
+        names
+            .into_iter()
+            .map(PossibleValue::new)
+            .chain([PossibleValue::new("").hide(true)]),
+    )
 }

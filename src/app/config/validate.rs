@@ -1,6 +1,7 @@
 //! Stage two: merge the raw CLI and the raw file (CLI > file > defaults, as the Go worker merges them) into a
 //! typed [`Config`], collecting every problem instead of stopping at the first. No I/O: the
-//! environment comes in through the `env` seam.
+//! environment comes in through the `env` seam. Each backend's block is validated by its own
+//! config module, through the table in [`super::backends`].
 //!
 //! `-e`/`-v` and commas: the Go worker (kong) splits every repeatable flag value on commas, so
 //! `-e FOO=a,b` meant `FOO=a` plus an inherited `b`, and `-v /a:/b:ro,z` meant two broken specs.
@@ -13,41 +14,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::backends::{BACKENDS, Backend, DEFAULT_BACKEND, Presence, entry};
 use super::cli::{CliArgs, CliLogFormat, CliLogLevel};
 use super::file::RawFile;
 use super::{ApiKey, Config, LogFormat, LogLevel};
-use super::{checks, sections};
+use crate::adapters::backend_config::checks;
+use crate::adapters::backend_config::{Context, EnvLookup, Findings};
 use crate::adapters::state::DEFAULT_STATE_DIR;
 use crate::domain::env::{EnvEntryError, EnvList, parse_env_entry};
-
-/// The env seam: looks a variable up (tests pass a map).
-pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// Problems (fatal) and warnings (to log) found while validating.
-#[derive(Debug, Default)]
-pub(crate) struct Findings {
-    /// Each names the field and what was expected.
-    pub problems: Vec<String>,
-    /// Each says what was ignored and why.
-    pub warnings: Vec<String>,
-}
-
-impl Findings {
-    pub(crate) fn problem(&mut self, message: impl Into<String>) {
-        self.problems.push(message.into());
-    }
-
-    pub(crate) fn warn(&mut self, message: impl Into<String>) {
-        self.warnings.push(message.into());
-    }
-}
 
 /// The file, already parsed, with where it came from.
 pub(crate) struct FileInput<'a> {
     /// The absolute path, for messages.
     pub path: &'a str,
     /// The raw contents.
-    pub raw: &'a RawFile,
+    pub raw: &'a mut RawFile,
 }
 
 /// Validates and merges. Returns the config only when there are no problems.
@@ -57,9 +38,12 @@ pub(crate) fn validate(
     env: EnvLookup<'_>,
     findings: &mut Findings,
 ) -> Option<Config> {
-    let empty = RawFile::default();
-    let raw = file.as_ref().map_or(&empty, |f| f.raw);
+    let mut empty = RawFile::default();
     let file_path = file.as_ref().map(|f| f.path);
+    let raw = match file {
+        Some(f) => f.raw,
+        None => &mut empty,
+    };
 
     let worker_id = worker_id(cli, raw, findings);
     let api_key = api_key(cli, env, findings);
@@ -67,8 +51,18 @@ pub(crate) fn validate(
     let health_listen = health_listen(cli, raw, findings);
     let state_dir = state_dir(cli, raw, env, findings);
     let drain_timeout = match (&cli.drain_timeout, &raw.drain_timeout) {
-        (Some(text), _) => sections::grace("--drain-timeout", Some(text), Duration::ZERO, findings),
-        (None, text) => sections::grace("drain_timeout", text.as_deref(), Duration::ZERO, findings),
+        (Some(text), _) => crate::adapters::backend_config::grace(
+            "--drain-timeout",
+            Some(text),
+            Duration::ZERO,
+            findings,
+        ),
+        (None, text) => crate::adapters::backend_config::grace(
+            "drain_timeout",
+            text.as_deref(),
+            Duration::ZERO,
+            findings,
+        ),
     };
     let cli_env = cli_env(&cli.env, env, findings);
     for (index, spec) in cli.volumes.iter().enumerate() {
@@ -91,15 +85,17 @@ pub(crate) fn validate(
         .filter(|v| !v.is_empty())
         .or_else(|| raw.idle_on_complete.clone().filter(|v| !v.is_empty()));
 
-    let selected = sections::select(cli.backend.as_deref(), raw, file_path, findings);
-    let context = sections::Context {
-        cli,
+    let context = Context {
         worker_id: worker_id.clone().unwrap_or_default(),
         cleanup,
+        server_root_url: &cli.server_root_url,
         cli_env: &cli_env,
         env,
+        volumes: &cli.volumes,
+        pull_policy: cli.pull_policy.map(|policy| policy.as_str()),
+        target_dir: cli.target_dir.as_deref(),
     };
-    let backend = sections::build(selected, &context, findings);
+    let backend = backend(cli.backend.as_deref(), raw, file_path, &context, findings);
     warn_about_ignored_flags(cli, backend.as_ref().map(|b| b.name()), findings);
 
     if !findings.problems.is_empty() {
@@ -256,15 +252,83 @@ fn cli_env(entries: &[String], env: EnvLookup<'_>, findings: &mut Findings) -> E
     list
 }
 
+/// Picks the backend (CLI `--backend`, else the first block configured in the file in table
+/// order, else the default) and validates its block. Reports more than one configured block,
+/// and warns about null blocks and blocks that the CLI's choice makes the worker ignore.
+fn backend(
+    cli_backend: Option<&str>,
+    raw: &mut RawFile,
+    file_path: Option<&str>,
+    context: &Context<'_>,
+    findings: &mut Findings,
+) -> Option<Backend> {
+    let in_file = file_path.unwrap_or("the config file");
+    let presence = |name: &str| {
+        raw.blocks
+            .iter()
+            .find(|(block, _)| *block == name)
+            .map(|(_, presence)| matches!(presence, Presence::Given(_)))
+    };
+    for name in BACKENDS
+        .iter()
+        .map(|e| e.name)
+        .filter(|n| presence(n) == Some(false))
+    {
+        findings.warn(format!(
+            "backend.{name} in {in_file} has no value, so it does not select the {name} \
+             backend; write `{name}: {{}}` to select it with defaults"
+        ));
+    }
+    let configured: Vec<&str> = BACKENDS
+        .iter()
+        .map(|e| e.name)
+        .filter(|n| presence(n) == Some(true))
+        .collect();
+    if configured.len() > 1 {
+        findings.problem(format!(
+            "at most one backend may be configured (backend in {in_file} has: {})",
+            configured.join(", ")
+        ));
+    }
+    let name = match cli_backend.filter(|b| !b.is_empty()) {
+        Some(from_cli) => {
+            for other in configured.iter().filter(|b| **b != from_cli) {
+                findings.warn(format!(
+                    "backend.{other} in {in_file} is ignored because --backend {from_cli} was given"
+                ));
+            }
+            from_cli
+        }
+        None => configured.first().copied().unwrap_or(DEFAULT_BACKEND),
+    };
+    let entry = entry(name).or_else(|| entry(DEFAULT_BACKEND))?;
+    let block = raw
+        .blocks
+        .iter()
+        .position(|(block, _)| *block == entry.name)
+        .map(|index| raw.blocks.swap_remove(index).1)
+        .and_then(|presence| match presence {
+            Presence::Given(block) => Some(block),
+            Presence::Null => None,
+        });
+    let before = findings.problems.len();
+    let backend = (entry.build)(block, context, findings);
+    (findings.problems.len() == before).then_some(backend)
+}
+
+/// Warns about each backend-specific flag given that the selected backend does not read.
 fn warn_about_ignored_flags(cli: &CliArgs, backend: Option<&str>, findings: &mut Findings) {
-    let Some(backend) = backend else { return };
-    if backend != "docker" && !cli.volumes.is_empty() {
-        findings.warn(format!("--volumes is ignored by the {backend} backend"));
-    }
-    if backend != "docker" && cli.pull_policy.is_some() {
-        findings.warn(format!("--pull-policy is ignored by the {backend} backend"));
-    }
-    if backend != "direct" && cli.target_dir.is_some() {
-        findings.warn(format!("--target-dir is ignored by the {backend} backend"));
+    let Some(entry) = backend.and_then(entry) else {
+        return;
+    };
+    let given = [
+        ("--volumes", !cli.volumes.is_empty()),
+        ("--pull-policy", cli.pull_policy.is_some()),
+        ("--target-dir", cli.target_dir.is_some()),
+    ];
+    for (flag, _) in given.iter().filter(|(_, given)| *given) {
+        if !entry.cli_flags.contains(flag) {
+            findings.warn(format!("{flag} is ignored by the {} backend", entry.name));
+        }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::app::config::checks::{check_quantity, check_volume};
-use crate::app::config::duration::{format_go_duration, parse_go_duration};
+use crate::adapters::backend_config::checks::{check_quantity, check_volume};
+use crate::adapters::backend_config::duration::{format_go_duration, parse_go_duration};
 use crate::app::config::file::locate_key;
 
 #[test]

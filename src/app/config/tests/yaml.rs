@@ -463,3 +463,17 @@ fn failure_for_path(path: &str) -> String {
     assert_eq!(error.exit_code(), 64);
     error.to_string()
 }
+
+#[test]
+fn type_errors_inside_a_backend_block_name_the_path_and_line() {
+    let message = failure("backend:\n  docker:\n    volumes: nope\n", &[]);
+    assert!(
+        message.contains("backend.docker.volumes") && message.contains("line 3"),
+        "{message}"
+    );
+    let unknown = failure("backend:\n  dokker: {}\n", &[]);
+    assert!(
+        unknown.contains("unknown key \"backend.dokker\""),
+        "{unknown}"
+    );
+}

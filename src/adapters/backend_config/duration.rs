@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// A parsed Go duration: a magnitude and a sign (Go durations may be negative).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct GoDuration {
+pub(crate) struct GoDuration {
     /// True for a leading `-` on a non-zero value.
     pub negative: bool,
     /// The absolute value.
@@ -15,13 +15,13 @@ pub(super) struct GoDuration {
 
 impl GoDuration {
     /// True when the value is zero or negative.
-    pub(super) fn is_non_positive(self) -> bool {
+    pub(crate) fn is_non_positive(self) -> bool {
         self.negative || self.magnitude.is_zero()
     }
 }
 
 /// Parses Go duration syntax. The error is a short reason, without the input.
-pub(super) fn parse_go_duration(raw: &str) -> Result<GoDuration, &'static str> {
+pub(crate) fn parse_go_duration(raw: &str) -> Result<GoDuration, &'static str> {
     let (negative, mut rest) = match raw.as_bytes().first() {
         Some(b'-') => (true, &raw[1..]),
         Some(b'+') => (false, &raw[1..]),
@@ -87,7 +87,7 @@ pub(super) fn parse_go_duration(raw: &str) -> Result<GoDuration, &'static str> {
 
 /// Formats a duration compactly in Go syntax (`0s`, `300ms`, `1m30s`, `2h`), so that
 /// [`parse_go_duration`] reads it back exactly.
-pub(super) fn format_go_duration(duration: Duration) -> String {
+pub(crate) fn format_go_duration(duration: Duration) -> String {
     if duration.is_zero() {
         return "0s".to_owned();
     }
