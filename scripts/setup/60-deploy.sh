@@ -75,7 +75,7 @@ oz_deploy_import() {
 
 oz_deploy_tools() {
   local have
-  have="$("$oz_deploy_venv/bin/pip" show helm-python-sdk 2>/dev/null | sed -n 's/^Version: //p')"
+  have="$("$oz_deploy_venv/bin/pip" show helm-python-sdk 2>/dev/null | sed -n 's/^Version: //p')" || have=""
   if [ "$have" != "$oz_deploy_helm_sdk" ] || ! "$oz_deploy_venv/bin/python" -c 'import helm_python, yaml' 2>/dev/null; then
     command -v python3 >/dev/null || { oz_deploy_apt update -qq && oz_deploy_apt install -y -qq python3; }
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
