@@ -17,7 +17,8 @@ LABEL org.opencontainers.image.title="oz-agent-worker" \
 
 # ca-certificates: TLS to Warp, registries and OTLP collectors (installed only when the base
 # lacks it, so a base that already has it builds offline). /bin/sh stays: the Helm chart's
-# default liveness probe runs `kill -0 1` through it. uid/gid 10001 like the Go image.
+# default liveness probe runs `kill -0 1` through it. uid/gid 10001 like the Go image; the
+# worker's default state_dir /var/lib/oz-agent-worker is writable by it.
 RUN set -eu; \
     if ! dpkg-query -W -f='${Status}' ca-certificates 2>/dev/null | grep -q 'ok installed'; then \
         apt-get update; \
@@ -26,8 +27,8 @@ RUN set -eu; \
     fi; \
     groupadd --gid 10001 oz; \
     useradd --uid 10001 --gid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin oz; \
-    mkdir -p /app; \
-    chown 10001:10001 /app
+    mkdir -p /app /var/lib/oz-agent-worker; \
+    chown 10001:10001 /app /var/lib/oz-agent-worker
 
 WORKDIR /app
 COPY --chown=0:0 oz-agent-worker /app/oz-agent-worker

@@ -38,6 +38,7 @@ else
 fi
 cat > "$work/config.yaml" <<YAML
 worker_id: quickstart
+state_dir: $work/state
 backend:
   direct:
     workspace_root: $work/workspaces

@@ -7,6 +7,7 @@ pub mod docker;
 pub mod host;
 pub mod kubernetes;
 pub mod otel;
+pub mod state;
 pub mod system_clock;
 
 #[cfg(any(test, feature = "test-util"))]

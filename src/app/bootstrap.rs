@@ -15,8 +15,10 @@ use crate::adapters::docker::DockerExecutor;
 use crate::adapters::host::HostExecutor;
 use crate::adapters::kubernetes::KubernetesExecutor;
 use crate::adapters::otel::{HealthServer, ServiceInfo, WorkerMetrics};
+use crate::adapters::state::Instances;
 use crate::adapters::system_clock::SystemClock;
 use crate::app::config::{Backend, Config};
+use crate::app::restart;
 use crate::app::supervisor::{ShutdownDeadlines, Stopped, Supervisor, SupervisorSettings};
 use crate::domain::argv::ArgvSettings;
 use crate::domain::{ConcurrencyPolicy, SpecSettings};
@@ -38,6 +40,8 @@ pub struct App {
     metrics: WorkerMetrics,
     readiness: Readiness,
     health: Option<HealthServer>,
+    /// Held for the process's life: its lock tells other instances this one is alive.
+    _instances: Option<Instances>,
 }
 
 /// Builds the worker: metrics, the backend (its construction is the preflight), the
@@ -71,8 +75,15 @@ pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> any
         None => None,
     };
 
+    let instances = open_state(config)?;
+    let mut backend = config.backend.clone();
+    match &mut backend {
+        Backend::Docker(docker) => docker.instances.clone_from(&instances),
+        Backend::Direct(direct) => direct.instances.clone_from(&instances),
+        Backend::Kubernetes(_) | Backend::Command(_) => {}
+    }
     info!("Preparing the {} backend", config.backend.name());
-    let executor = build_executor(&config.backend)
+    let executor = build_executor(&backend)
         .await
         .context("Failed to create worker")?;
     readiness.set_backend_ready(true);
@@ -82,14 +93,44 @@ pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> any
         config.worker_id.clone(),
         config.api_key.clone(),
     );
-    let source: Arc<dyn TaskSource> =
-        Arc::new(WsTaskSource::new(ws).context("invalid --web-socket-url")?);
+    let ws = Arc::new(WsTaskSource::new(ws).context("invalid --web-socket-url")?);
+    let source: Arc<dyn TaskSource> = match &instances {
+        Some(instances) => {
+            ws.on_written(restart::drop_when_written(instances.clone()));
+            let workspace_root = match &backend {
+                Backend::Direct(direct) if direct.target_dir.is_none() => {
+                    Some(direct.workspace_root.as_path())
+                }
+                _ => None,
+            };
+            let recovered = restart::recover(instances, workspace_root, config.cleanup);
+            if !recovered.instances.is_empty() {
+                info!(
+                    instances = recovered.instances.len(),
+                    tasks = recovered.tasks.len(),
+                    killed_process_groups = recovered.killed_groups,
+                    "Cleaned up after dead worker processes with this worker id."
+                );
+            }
+            for task_id in recovered.tasks {
+                warn!(task_id = %task_id, "Reporting a task a dead worker process left unreported as failed.");
+                if let Err(err) = ws.report(restart::restarted_report(task_id)) {
+                    warn!("Cannot queue a recovered report: {err}");
+                }
+            }
+            Arc::new(restart::JournalingSource::new(ws, instances.clone()))
+        }
+        None => ws,
+    };
 
     let settings = SupervisorSettings {
         worker_id: config.worker_id.clone(),
         policy: ConcurrencyPolicy::from_configured(config.max_concurrent_tasks),
         spec: spec_settings(config),
-        deadlines: ShutdownDeadlines::default(),
+        deadlines: ShutdownDeadlines {
+            drain: config.drain_timeout,
+            ..ShutdownDeadlines::default()
+        },
     };
     let ports = Ports {
         source: source.clone(),
@@ -103,7 +144,25 @@ pub async fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> any
         metrics,
         readiness,
         health,
+        _instances: instances,
     })
+}
+
+/// Opens the state directory and registers this instance, for the backends whose tasks die
+/// with the worker process (Docker, Direct). Kubernetes and Command tasks outlive it and keep
+/// no local state.
+fn open_state(config: &Config) -> anyhow::Result<Option<Instances>> {
+    if !matches!(config.backend, Backend::Docker(_) | Backend::Direct(_)) {
+        return Ok(None);
+    }
+    let instances = Instances::open(&config.state_dir, &config.worker_id)
+        .context("cannot use the state directory (set state_dir or --state-dir)")?;
+    info!(
+        instance_id = instances.instance_id(),
+        state_dir = %config.state_dir.display(),
+        "Registered this worker instance"
+    );
+    Ok(Some(instances))
 }
 
 async fn build_executor(backend: &Backend) -> anyhow::Result<Arc<dyn Executor>> {

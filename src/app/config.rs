@@ -115,6 +115,11 @@ pub struct Config {
     pub backend: Backend,
     /// Where `/healthz` and `/readyz` are served when set (`--health-listen`).
     pub health_listen: Option<SocketAddr>,
+    /// `--state-dir` or YAML `state_dir`: instance locks and the crash journal (absolute).
+    pub state_dir: PathBuf,
+    /// `--drain-timeout` or YAML `drain_timeout`: how long running tasks may finish after the
+    /// first SIGTERM before they are stopped (zero: stopped at once).
+    pub drain_timeout: std::time::Duration,
 }
 
 /// What the command line asked for.

@@ -4,5 +4,6 @@
 pub mod bootstrap;
 pub mod config;
 pub mod logging;
+pub mod restart;
 pub mod shutdown;
 pub mod supervisor;

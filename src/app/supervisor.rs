@@ -43,6 +43,9 @@ pub struct ShutdownDeadlines {
     pub flush: Duration,
     /// Bound on the executor's `shutdown`.
     pub backend: Duration,
+    /// How long running tasks may still finish on their own once shutdown begins, before
+    /// they are stopped ([`Phase::Draining`]; `drain_timeout`, zero: stopped at once).
+    pub drain: Duration,
 }
 
 impl Default for ShutdownDeadlines {
@@ -51,6 +54,7 @@ impl Default for ShutdownDeadlines {
             stop: Duration::from_secs(15),
             flush: Duration::from_secs(5),
             backend: Duration::from_secs(10),
+            drain: Duration::ZERO,
         }
     }
 }
@@ -105,6 +109,8 @@ pub(crate) enum Event {
     },
     /// A backend cancel hook panicked, or was aborted at shutdown.
     BackendCancelCrashed(JoinError),
+    /// The drain deadline passed ([`Phase::Draining`]).
+    DrainDeadline,
     /// The stop deadline passed ([`Phase::Stopping`]).
     StopDeadline,
     /// The report flush ended ([`Phase::Flushing`]); `delivered` is false when it timed out.
@@ -137,6 +143,13 @@ pub(crate) enum HookOutcome {
 pub(crate) enum Phase {
     /// Taking tasks.
     Running,
+    /// Intake closed and `/readyz` unready; running tasks may finish on their own until
+    /// `deadline` (the drain timeout). Ends when none holds a slot, or at the deadline; then
+    /// the tasks are stopped as without a drain. Skipped when the drain timeout is zero.
+    Draining {
+        /// When the remaining tasks are stopped.
+        deadline: Instant,
+    },
     /// Intake closed; executions were cancelled and get until `deadline` to stop and clean up.
     /// Ends when none holds a slot any more, or at the deadline, which abandons the rest.
     /// Skipped when the executor keeps its tasks across restarts.
@@ -156,9 +169,11 @@ impl Phase {
     fn intake(self) -> Intake {
         match self {
             Self::Running => Intake::Open,
-            Self::Stopping { .. } | Self::Flushing | Self::BackendShutdown | Self::Done => {
-                Intake::Closed
-            }
+            Self::Draining { .. }
+            | Self::Stopping { .. }
+            | Self::Flushing
+            | Self::BackendShutdown
+            | Self::Done => Intake::Closed,
         }
     }
 }
@@ -321,6 +336,16 @@ impl Supervisor {
                     error!("the executor's cancel hook panicked: {crashed}");
                 }
             }
+            Event::DrainDeadline => {
+                if matches!(self.phase, Phase::Draining { .. }) {
+                    warn!(
+                        running = self.running(),
+                        "Drain deadline of {:?} reached; stopping the tasks still running",
+                        self.settings.deadlines.drain
+                    );
+                    self.stop_tasks();
+                }
+            }
             Event::StopDeadline => {
                 if matches!(self.phase, Phase::Stopping { .. }) {
                     self.abandon_stuck();
@@ -355,6 +380,13 @@ impl Supervisor {
         match self.phase {
             // Stopping ends as soon as no execution holds a slot.
             Phase::Stopping { .. } if self.running() == 0 => self.enter_flushing(),
+            // Draining ends as soon as no task holds a slot: nothing is left to stop.
+            Phase::Draining { .. } if self.running() == 0 => {
+                info!("Drain complete: no task is running");
+                self.stop_tasks();
+                // Stopping has nothing to wait for either (dispatched entries hold no slot).
+                self.advance();
+            }
             _ => {}
         }
     }
@@ -443,11 +475,31 @@ impl Supervisor {
         self.apply(&task_id, TaskEvent::Finished(Err(failure)));
     }
 
-    /// Closes intake (every phase after `Running` rejects assignments) and stops the tasks.
+    /// Closes intake (every phase after `Running` rejects assignments); then drains (with a drain
+    /// timeout) or stops the tasks.
     fn begin_shutdown(&mut self, why: Stopped) {
         info!("Shutting down worker...");
         self.stopped = why;
-        self.stop_tasks();
+        let drain = self.settings.deadlines.drain;
+        if drain.is_zero() {
+            self.stop_tasks();
+            return;
+        }
+        self.readiness.set_backend_ready(false);
+        if self.running() == 0 {
+            self.stop_tasks();
+            return;
+        }
+        info!(
+            running = self.running(),
+            "Draining: letting running tasks finish for up to {drain:?}"
+        );
+        let deadline = Instant::now() + drain;
+        self.phase = Phase::Draining { deadline };
+        self.step = Some(Box::pin(async move {
+            tokio::time::sleep_until(deadline).await;
+            Event::DrainDeadline
+        }));
     }
 
     /// A backend whose tasks survive a restart keeps them running, and the loop goes on to

@@ -50,8 +50,9 @@ impl WorkerProcess {
         std::fs::write(
             &config_file,
             format!(
-                "worker_id: {WORKER_ID}\nbackend:\n  direct:\n    workspace_root: {}\n    \
-                 oz_path: {}\n{direct_yaml}",
+                "worker_id: {WORKER_ID}\nstate_dir: {}\nbackend:\n  direct:\n    \
+                 workspace_root: {}\n    oz_path: {}\n{direct_yaml}",
+                dir.path().join("state").display(),
                 dir.path().join("workspaces").display(),
                 standin_path().display()
             ),

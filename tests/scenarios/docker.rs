@@ -554,6 +554,7 @@ async fn start_up_sweeps_what_a_crashed_worker_left() {
     let docker = d::client().await.unwrap();
     let owner = Owner {
         worker_id: worker.clone(),
+        instance_id: String::new(),
         task_id: "crashed".into(),
         execution_id: "e".into(),
     };

@@ -147,7 +147,8 @@ pub(crate) fn direct_config_file(dir: &tempfile::TempDir) -> PathBuf {
     std::fs::write(
         &config_file,
         format!(
-            "worker_id: scenario-worker\nbackend:\n  direct:\n    workspace_root: {}\n    oz_path: {}\n",
+            "worker_id: scenario-worker\nstate_dir: {}\nbackend:\n  direct:\n    workspace_root: {}\n    oz_path: {}\n",
+            dir.path().join("state").display(),
             dir.path().join("workspaces").display(),
             standin_path().display()
         ),

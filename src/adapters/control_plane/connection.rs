@@ -122,8 +122,8 @@ pub(crate) async fn serve(
                 ).await;
                 match sent {
                     Ok(Ok(())) => {
-                        log_sent(&message);
                         outbox.pop_written();
+                        log_sent(&message);
                     }
                     Ok(Err(err)) => {
                         return ConnectionEnd::Lost(format!("WebSocket write error: {err}"));

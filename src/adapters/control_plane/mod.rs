@@ -97,6 +97,12 @@ impl WsTaskSource {
         &self.url
     }
 
+    /// Calls `hook` with the wire type and task id of each report once it has been written to
+    /// the socket (used to drop a task from the crash journal). Only the first hook set counts.
+    pub fn on_written(&self, hook: impl Fn(&str, &str) + Send + Sync + 'static) {
+        self.outbox.on_written(Box::new(hook));
+    }
+
     /// How many reports wait to be written.
     pub fn pending_reports(&self) -> usize {
         self.outbox.len()

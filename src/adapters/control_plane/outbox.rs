@@ -29,17 +29,34 @@ impl From<&WorkerMessage> for Outgoing {
     }
 }
 
+/// Called with a message's type and task id once it was written to the socket.
+pub(crate) type WrittenHook = Box<dyn Fn(&str, &str) + Send + Sync>;
+
 /// The shared queue. Only the connection currently writing pops from it.
-#[derive(Debug)]
 pub(crate) struct Outbox {
     queue: watch::Sender<VecDeque<Outgoing>>,
+    written: std::sync::OnceLock<WrittenHook>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Outbox {
     pub(crate) fn new() -> Self {
         Self {
             queue: watch::Sender::new(VecDeque::new()),
+            written: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the hook called after each successful write (once; later calls are ignored).
+    pub(crate) fn on_written(&self, hook: WrittenHook) {
+        let _ = self.written.set(hook);
     }
 
     /// Appends a message. Never blocks.
@@ -54,9 +71,13 @@ impl Outbox {
 
     /// Removes the front message after it was written.
     pub(crate) fn pop_written(&self) {
+        let mut popped = None;
         self.queue.send_modify(|queue| {
-            queue.pop_front();
+            popped = queue.pop_front();
         });
+        if let (Some(hook), Some(message)) = (self.written.get(), popped) {
+            hook(message.kind, &message.task_id);
+        }
     }
 
     /// How many messages wait.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::adapters::state::Instances;
 use crate::domain::env::EnvList;
 
 /// When to pull a task's image.
@@ -42,6 +43,11 @@ impl PullPolicy {
 pub struct DockerConfig {
     /// This worker's id (for labels).
     pub worker_id: String,
+    /// This process's instance in the state directory: its id goes on every label, and the
+    /// start-up sweep touches only containers of instances it reports dead. `None` (tests,
+    /// benches): containers are labelled with an empty instance id and the sweep removes only
+    /// containers whose instance label is empty.
+    pub instances: Option<Instances>,
     /// Bind specs: YAML `volumes` then `-v`, validated as `HOST:CONTAINER[:MODE]`.
     pub volumes: Vec<String>,
     /// Operator environment: YAML `environment` then `-e` (CLI wins), de-duplicated.
@@ -58,6 +64,7 @@ impl Default for DockerConfig {
     fn default() -> Self {
         Self {
             worker_id: String::new(),
+            instances: None,
             volumes: Vec::new(),
             environment: EnvList::new(),
             cleanup: true,

@@ -21,6 +21,7 @@ use super::image::{self, Platform, PullRequest, server_message};
 use super::labels::{self, Owner, Role};
 use super::reference::ImageRef;
 use super::sidecar::{self, SidecarCache};
+use crate::adapters::state::Liveness;
 use crate::domain::spec::TaskSpec;
 use crate::domain::{Exit, FailureReason, TaskFailure};
 use crate::ports::executor::Executor;
@@ -123,9 +124,15 @@ impl DockerExecutor {
             %platform,
             "Connected to the Docker Engine."
         );
+        let instances = config.instances.clone();
+        let is_dead = move |instance: &str| match &instances {
+            Some(instances) => instances.liveness(instance) == Liveness::Dead,
+            None => instance.is_empty(),
+        };
         let sweep = labels::sweep_orphans(
             &docker,
             &config.worker_id,
+            &is_dead,
             config.cleanup,
             config.stop_grace,
         )
@@ -136,6 +143,12 @@ impl DockerExecutor {
                 removed = sweep.removed.len(),
                 stopped = sweep.stopped.len(),
                 "Cleaned up after a previous worker process."
+            );
+        }
+        if !sweep.live.is_empty() {
+            tracing::info!(
+                containers = sweep.live.len(),
+                "Left alone the containers of other live workers with this worker id."
             );
         }
         Ok(Self {
@@ -165,6 +178,11 @@ impl DockerExecutor {
     ) -> Result<Exit, Halt> {
         let owner = Owner {
             worker_id: self.config.worker_id.clone(),
+            instance_id: self
+                .config
+                .instances
+                .as_ref()
+                .map_or_else(String::new, |i| i.instance_id().to_owned()),
             task_id: spec.task_id.as_str().to_owned(),
             execution_id: spec.execution_id.clone(),
         };

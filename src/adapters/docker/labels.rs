@@ -1,8 +1,10 @@
 //! Labels on everything the worker creates (containers and volumes), and the start-up sweep that
-//! finds what a crashed predecessor with the same worker id left behind.
+//! finds what a dead instance with the same worker id left behind.
 //!
-//! The labels name the worker id, task id and execution id, so a later version can re-attach to a
-//! running task container instead of stopping it.
+//! The labels name the worker id, the instance id (one per worker process), the task id and the
+//! execution id. Several live workers may share one worker id and one engine: the sweep touches
+//! only containers whose instance is dead (see [`crate::adapters::state`]), never those of this
+//! process or of another live one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,6 +17,9 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOpt
 pub const LABEL_MANAGED: &str = "dev.warp.oz-agent-worker";
 /// The worker id.
 pub const LABEL_WORKER_ID: &str = "dev.warp.oz-agent-worker.worker-id";
+/// The worker process (instance) that created the object; empty on objects made by versions
+/// without instance ids.
+pub const LABEL_INSTANCE_ID: &str = "dev.warp.oz-agent-worker.instance-id";
 /// The run (`task_id`).
 pub const LABEL_TASK_ID: &str = "dev.warp.oz-agent-worker.task-id";
 /// The execution id (may be empty).
@@ -50,6 +55,8 @@ impl Role {
 pub struct Owner {
     /// The worker id.
     pub worker_id: String,
+    /// The instance (worker process) id; empty when the worker runs without a state directory.
+    pub instance_id: String,
     /// The run.
     pub task_id: String,
     /// The execution (may be empty).
@@ -62,6 +69,7 @@ impl Owner {
         HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
             (LABEL_WORKER_ID.to_owned(), self.worker_id.clone()),
+            (LABEL_INSTANCE_ID.to_owned(), self.instance_id.clone()),
             (LABEL_TASK_ID.to_owned(), self.task_id.clone()),
             (LABEL_EXECUTION_ID.to_owned(), self.execution_id.clone()),
             (LABEL_ROLE.to_owned(), role.as_str().to_owned()),
@@ -84,20 +92,24 @@ pub struct SweepReport {
     pub removed: Vec<String>,
     /// Task containers stopped but kept (`--no-cleanup`).
     pub stopped: Vec<String>,
+    /// Containers left alone because their instance is alive (this one or another process).
+    pub live: Vec<String>,
 }
 
-/// Removes the containers a previous worker process with `worker_id` left behind: every helper
+/// Removes the containers dead worker processes with `worker_id` left behind: every helper
 /// container, and every task container (only stopped, and kept, when `cleanup` is false, so
 /// `--no-cleanup` still leaves them for inspection). Sidecar volumes are a shared cache and stay.
 ///
-/// Assumes one worker process per worker id on an engine: a second live process with the same
-/// id would lose its running tasks.
+/// `is_dead` decides from a container's instance label (empty for containers of versions
+/// without instance ids); containers of live instances are listed in [`SweepReport::live`] and
+/// never touched.
 ///
 /// # Errors
 /// The list call's error; failures on single containers are logged and skipped.
 pub async fn sweep_orphans(
     docker: &Docker,
     worker_id: &str,
+    is_dead: &(dyn Fn(&str) -> bool + Send + Sync),
     cleanup: bool,
     stop_grace: Duration,
 ) -> Result<SweepReport, bollard::errors::Error> {
@@ -111,6 +123,11 @@ pub async fn sweep_orphans(
         let labels = container.labels.unwrap_or_default();
         let role = labels.get(LABEL_ROLE).map(String::as_str);
         let task_id = labels.get(LABEL_TASK_ID).cloned().unwrap_or_default();
+        let instance = labels.get(LABEL_INSTANCE_ID).map_or("", String::as_str);
+        if !is_dead(instance) {
+            report.live.push(id);
+            continue;
+        }
         let running = matches!(container.state, Some(ContainerSummaryStateEnum::RUNNING));
         if role == Some(Role::Task.as_str()) && !cleanup {
             if running {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::adapters::state::Instances;
 use crate::domain::env::EnvList;
 
 /// Default `workspace_root`.
@@ -29,6 +30,10 @@ pub struct DirectConfig {
     pub cleanup: bool,
     /// SIGTERM → SIGKILL grace period on cancel (`kill_grace_period`, default 10 s).
     pub kill_grace: Duration,
+    /// This process's instance in the state directory, where each task's process groups and
+    /// workspace are journaled so that a worker restarted after a crash can end and remove
+    /// them. `None` (tests, benches): nothing is journaled.
+    pub instances: Option<Instances>,
 }
 
 impl Default for DirectConfig {
@@ -42,6 +47,7 @@ impl Default for DirectConfig {
             environment: EnvList::new(),
             cleanup: true,
             kill_grace: DEFAULT_KILL_GRACE,
+            instances: None,
         }
     }
 }

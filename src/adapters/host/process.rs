@@ -131,7 +131,8 @@ pub(crate) fn kill_all(live: &LiveGroups) {
 ///
 /// When `cancel` fires the group gets SIGTERM, then SIGKILL `grace` later. After the leader
 /// exits, whatever is left of the group is SIGKILLed and the pipes are drained for at most
-/// [`DRAIN_BOUND`].
+/// [`DRAIN_BOUND`]. `on_spawn` is called with the new group's id right after the spawn (the
+/// crash journal records it).
 ///
 /// # Errors
 /// The spawn error, or a failure to wait for the child (its group is then killed).
@@ -141,6 +142,7 @@ pub(crate) async fn run_in_group(
     grace: Duration,
     sink: &mut OutputSink,
     live: &LiveGroups,
+    on_spawn: &(dyn Fn(i32) + Sync),
 ) -> io::Result<ProcessOutcome> {
     command
         .process_group(0)
@@ -152,10 +154,9 @@ pub(crate) async fn run_in_group(
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
-    let guard = GroupGuard::new(
-        i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?,
-        live,
-    );
+    let pgid = i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    let guard = GroupGuard::new(pgid, live);
+    on_spawn(pgid);
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let (mut out_lines, mut err_lines) = (

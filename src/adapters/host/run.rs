@@ -15,6 +15,7 @@ use super::executor::Inner;
 use super::output::{OutputSink, Phase, Redactor};
 use super::process::{ProcessOutcome, describe, run_in_group};
 use super::workspace::Workspace;
+use crate::adapters::state::{GroupRecord, start_ticks};
 use crate::domain::env::EnvList;
 use crate::domain::{Exit, FailureReason, TaskFailure};
 use crate::ports::executor::TaskSpec;
@@ -44,6 +45,11 @@ pub(super) async fn run_task(
     .map_err(|e| TaskFailure::backend(FailureReason::WorkspaceSetup, e.to_string()))?;
     if !workspace.shared {
         inner.hold_workspace(&workspace.dir);
+        if let Some(instances) = &config.instances
+            && let Err(error) = instances.record_workspace(task_id, &workspace.dir)
+        {
+            tracing::warn!(task_id, %error, "Cannot record the workspace in the crash journal.");
+        }
     }
     tracing::debug!(task_id, workspace = %workspace.dir.display(), "direct task starting");
     let outcome = execute(inner, spec, &workspace, cancel).await;
@@ -77,6 +83,7 @@ async fn execute(
             config.kill_grace,
             &mut sink,
             &inner.groups,
+            &|pgid| journal_group(inner, task_id, pgid),
         )
         .await;
         match outcome {
@@ -115,7 +122,17 @@ async fn execute(
         .env_clear()
         .envs(environment::agent_env(&inner.host_env, &task_env));
     let mut sink = OutputSink::new(task_id, Phase::Agent, redactor.clone());
-    match run_in_group(command, cancel, config.kill_grace, &mut sink, &inner.groups).await {
+    let on_spawn = |pgid| journal_group(inner, task_id, pgid);
+    match run_in_group(
+        command,
+        cancel,
+        config.kill_grace,
+        &mut sink,
+        &inner.groups,
+        &on_spawn,
+    )
+    .await
+    {
         Err(error) => Err(TaskFailure::backend(
             FailureReason::AgentInvocation,
             redactor.redact(&format!(
@@ -137,6 +154,20 @@ async fn execute(
                 &redactor,
             ))
         }
+    }
+}
+
+/// Records a process group the task started in the crash journal (with its leader's start
+/// time), so a worker restarted after a crash can end it.
+fn journal_group(inner: &Inner, task_id: &str, pgid: i32) {
+    let Some(instances) = &inner.config.instances else {
+        return;
+    };
+    let Some(start_ticks) = start_ticks(pgid) else {
+        return;
+    };
+    if let Err(error) = instances.record_group(task_id, GroupRecord { pgid, start_ticks }) {
+        tracing::warn!(task_id, %error, "Cannot record a process group in the crash journal.");
     }
 }
 
@@ -204,12 +235,14 @@ async fn run_teardown(
         stop.cancel();
         std::future::pending::<std::convert::Infallible>().await
     };
+    let on_spawn = |pgid| journal_group(inner, task_id, pgid);
     let run = run_in_group(
         shell(teardown, &workspace.dir, env),
         &stop,
         TEARDOWN_KILL_GRACE,
         &mut sink,
         &inner.groups,
+        &on_spawn,
     );
     let outcome = tokio::select! {
         outcome = run => outcome,

@@ -122,6 +122,15 @@ pub(crate) struct CliArgs {
     /// Serve /healthz and /readyz on this address (e.g. 127.0.0.1:8080). Off by default.
     #[arg(long, global = true, value_name = "ADDR")]
     pub health_listen: Option<String>,
+
+    /// Local state (instance locks and the crash journal); default /var/lib/oz-agent-worker.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// On the first SIGTERM, let running tasks finish for up to this long before stopping
+    /// them (e.g. 10m); 0 (default) stops them at once.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
 }
 
 /// `--log-level` values.

@@ -36,6 +36,8 @@ pub fn effective_config_text(config: &Config) -> String {
         idle_on_complete: config.idle_on_complete.as_deref(),
         cleanup: config.cleanup,
         health_listen: config.health_listen.map(|addr| addr.to_string()),
+        state_dir: &config.state_dir,
+        drain_timeout: format_go_duration(config.drain_timeout),
         backend: BTreeMap::from([(config.backend.name(), section(&config.backend))]),
     };
     serde_norway::to_string(&view)
@@ -55,6 +57,8 @@ struct Effective<'a> {
     idle_on_complete: Option<&'a str>,
     cleanup: bool,
     health_listen: Option<String>,
+    state_dir: &'a Path,
+    drain_timeout: String,
     backend: BTreeMap<&'static str, Section<'a>>,
 }
 

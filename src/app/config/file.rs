@@ -25,6 +25,9 @@ pub(crate) struct RawFile {
     pub log_level: Option<String>,
     /// `debug_log_capture`: newer Go workers' block, kept raw and checked in validation.
     pub debug_log_capture: Option<serde_norway::Value>,
+    pub state_dir: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub drain_timeout: Option<String>,
     pub backend: Option<RawBackends>,
     #[serde(flatten)]
     pub unknown: Unknown,

@@ -153,6 +153,8 @@ fn docker(raw: RawDocker, context: &Context<'_>, findings: &mut Findings) -> Doc
     let defaults = DockerConfig::default();
     DockerConfig {
         worker_id: context.worker_id.clone(),
+        // Set at start-up, once the state directory is open.
+        instances: None,
         volumes: raw
             .volumes
             .iter()
@@ -212,6 +214,8 @@ fn direct(raw: RawDirect, context: &Context<'_>, findings: &mut Findings) -> Dir
             defaults.kill_grace,
             findings,
         ),
+        // Set at start-up, once the state directory is open.
+        instances: None,
     }
 }
 
@@ -410,7 +414,12 @@ fn merged_env(
 }
 
 /// A non-negative grace period, or the default when unset.
-fn grace(field: &str, text: Option<&str>, default: Duration, findings: &mut Findings) -> Duration {
+pub(super) fn grace(
+    field: &str,
+    text: Option<&str>,
+    default: Duration,
+    findings: &mut Findings,
+) -> Duration {
     let Some(text) = text else { return default };
     match parse_go_duration(text) {
         Ok(parsed) if parsed.negative => {

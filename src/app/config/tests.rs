@@ -419,3 +419,45 @@ fn the_effective_config_of_every_backend_is_yaml_under_the_backend_name() {
         assert!(!rendered.contains("v-secret"), "{rendered}");
     }
 }
+
+#[test]
+fn state_dir_and_drain_timeout_default_come_from_the_file_and_the_flag_wins() {
+    let config = ok(&[]);
+    assert_eq!(
+        config.state_dir,
+        std::path::PathBuf::from(crate::adapters::state::DEFAULT_STATE_DIR)
+    );
+    assert_eq!(config.drain_timeout, Duration::ZERO);
+
+    let loaded = with_file("state_dir: /srv/oz\ndrain_timeout: 10m\n", &[]).unwrap();
+    let config = loaded.invocation.config();
+    assert_eq!(config.state_dir, std::path::PathBuf::from("/srv/oz"));
+    assert_eq!(config.drain_timeout, Duration::from_secs(600));
+
+    let loaded = with_file(
+        "state_dir: /srv/oz\ndrain_timeout: 10m\n",
+        &["--state-dir", "/x", "--drain-timeout", "30s"],
+    )
+    .unwrap();
+    let config = loaded.invocation.config();
+    assert_eq!(config.state_dir, std::path::PathBuf::from("/x"));
+    assert_eq!(config.drain_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn a_bad_state_dir_or_drain_timeout_names_the_field() {
+    let problems = err(&["--state-dir", "relative/dir", "--drain-timeout", "soon"]);
+    let text = problems.to_string();
+    assert!(
+        text.contains("invalid --state-dir \"relative/dir\": must be an absolute path"),
+        "{text}"
+    );
+    assert!(text.contains("invalid --drain-timeout \"soon\""), "{text}");
+    let problems = with_file("state_dir: ''\ndrain_timeout: -1s\n", &[]).unwrap_err();
+    let text = problems.to_string();
+    assert!(text.contains("invalid state_dir \"\""), "{text}");
+    assert!(
+        text.contains("invalid drain_timeout \"-1s\": must not be negative"),
+        "{text}"
+    );
+}

@@ -10,11 +10,14 @@
 //! ambiguity, so `ro,z` modes and values with commas work there).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::cli::{CliArgs, CliLogFormat, CliLogLevel};
 use super::file::RawFile;
-use super::sections;
 use super::{ApiKey, Config, LogFormat, LogLevel};
+use super::{checks, sections};
+use crate::adapters::state::DEFAULT_STATE_DIR;
 use crate::domain::env::{EnvEntryError, EnvList, parse_env_entry};
 
 /// The env seam: looks a variable up (tests pass a map).
@@ -64,6 +67,11 @@ pub(crate) fn validate(
     let health_listen = health_listen(cli, raw, findings);
     let log_level = log_level(cli, raw, findings);
     debug_log_capture(raw, findings);
+    let state_dir = state_dir(cli, raw, env, findings);
+    let drain_timeout = match (&cli.drain_timeout, &raw.drain_timeout) {
+        (Some(text), _) => sections::grace("--drain-timeout", Some(text), Duration::ZERO, findings),
+        (None, text) => sections::grace("drain_timeout", text.as_deref(), Duration::ZERO, findings),
+    };
     let cli_env = cli_env(&cli.env, env, findings);
     for (index, spec) in cli.volumes.iter().enumerate() {
         if spec.contains(',') {
@@ -116,7 +124,38 @@ pub(crate) fn validate(
         cleanup,
         backend: backend?,
         health_listen,
+        state_dir: state_dir?,
+        drain_timeout,
     })
+}
+
+/// `--state-dir` / `state_dir`: `~` expanded, absolute, default [`DEFAULT_STATE_DIR`]. Whether
+/// it is usable is checked at start-up (it is created if missing).
+fn state_dir(
+    cli: &CliArgs,
+    raw: &RawFile,
+    env: EnvLookup<'_>,
+    findings: &mut Findings,
+) -> Option<PathBuf> {
+    let (field, text) = match (&cli.state_dir, &raw.state_dir) {
+        (Some(path), _) => ("--state-dir", path.display().to_string()),
+        (None, Some(text)) => ("state_dir", text.clone()),
+        (None, None) => return Some(PathBuf::from(DEFAULT_STATE_DIR)),
+    };
+    if text.is_empty() {
+        findings.problem(format!(
+            "invalid {field} \"\": expected an absolute directory path such as {DEFAULT_STATE_DIR}"
+        ));
+        return None;
+    }
+    let expanded = checks::expand_tilde(&text, env("HOME").as_deref());
+    match checks::absolute(&expanded) {
+        Ok(path) => Some(path),
+        Err(reason) => {
+            findings.problem(format!("invalid {field} {text:?}: {reason}"));
+            None
+        }
+    }
 }
 
 fn worker_id(cli: &CliArgs, raw: &RawFile, findings: &mut Findings) -> Option<String> {

@@ -69,6 +69,13 @@ impl Harness {
         Self::new(max, Arc::new(fake.clone()))
     }
 
+    /// As [`Harness::with_fake`], with a drain timeout.
+    fn draining(fake: &FakeExecutor, drain: Duration) -> Self {
+        let mut h = Self::with_fake(0, fake);
+        h.supervisor.settings.deadlines.drain = drain;
+        h
+    }
+
     async fn next(&mut self) -> Event {
         self.supervisor.next_event(&mut self.inputs).await
     }
@@ -586,4 +593,70 @@ async fn an_executor_panic_is_reported_as_an_unknown_failure() {
     ));
     assert_eq!(h.metrics.active(), 0);
     assert_eq!(h.supervisor.active_entries(), 0);
+}
+
+const DRAIN: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn with_a_drain_timeout_shutdown_lets_running_tasks_finish_and_rejects_new_ones() {
+    let fake = FakeExecutor::new().with_default(Script::succeeds_after(Duration::from_secs(10)));
+    let mut h = Harness::draining(&fake, DRAIN);
+    h.readiness.set_backend_ready(true);
+    h.assign("t1");
+    fake.wait_until_running(&id("t1")).await;
+    h.shutdown.cancel();
+    step!(h, Event::ShutdownRequested);
+    assert_eq!(
+        h.supervisor.phase,
+        Phase::Draining {
+            deadline: Instant::now() + DRAIN
+        }
+    );
+    assert!(
+        !h.readiness.backend_ready(),
+        "/readyz is unready from the drain's start"
+    );
+    h.assign("t2");
+    // The running task finishes by itself, well before the drain deadline.
+    step!(h, Event::ExecutionFinished { .. });
+    assert_eq!(
+        h.source.reports(),
+        [
+            claimed("t1"),
+            rejected("t2", RejectReason::ShuttingDown),
+            completed("t1", false)
+        ]
+    );
+    assert!(fake.cancelled().is_empty(), "nothing was stopped");
+    h.finish_shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_drain_deadline_tasks_still_running_are_stopped_as_without_a_drain() {
+    let fake = FakeExecutor::new().with_default(Script::hangs_until_cancelled());
+    let mut h = Harness::draining(&fake, DRAIN);
+    h.assign("t1");
+    fake.wait_until_running(&id("t1")).await;
+    h.shutdown.cancel();
+    step!(h, Event::ShutdownRequested);
+    step!(h, Event::DrainDeadline);
+    assert_eq!(
+        h.supervisor.phase,
+        Phase::Stopping {
+            deadline: Instant::now() + STOP
+        }
+    );
+    step!(h, Event::ExecutionFinished { .. });
+    assert_eq!(h.source.reports(), [claimed("t1"), graceful_shutdown("t1")]);
+    assert_eq!(fake.cancelled(), [id("t1")]);
+    h.finish_shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_nothing_running_a_drain_ends_at_once() {
+    let fake = FakeExecutor::new();
+    let mut h = Harness::draining(&fake, DRAIN);
+    h.shutdown.cancel();
+    step!(h, Event::ShutdownRequested);
+    h.finish_shutdown().await;
 }
