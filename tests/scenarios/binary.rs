@@ -213,10 +213,22 @@ async fn survivors(pids: &[i32]) -> Vec<i32> {
 async fn version_prints_the_crate_version_on_stdout() {
     let output = run_worker(&["--version"], &[]).await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
+    // The crate version, then the commit when built from a git checkout (build.rs).
     assert_eq!(
         text(&output.stdout).trim(),
-        format!("oz-agent-worker {}", env!("CARGO_PKG_VERSION"))
+        format!("oz-agent-worker {}", env!("OZ_BUILD_VERSION"))
     );
+    assert!(env!("OZ_BUILD_VERSION").starts_with(env!("CARGO_PKG_VERSION")));
+    if std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".git")
+        .exists()
+    {
+        assert!(
+            env!("OZ_BUILD_VERSION").contains(" (git "),
+            "{}",
+            env!("OZ_BUILD_VERSION")
+        );
+    }
     assert_eq!(text(&output.stderr), "");
 }
 

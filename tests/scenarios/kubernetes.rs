@@ -475,7 +475,7 @@ async fn kubernetes_preflight_names_missing_permissions_namespace_and_server() {
         "{text}"
     );
     assert!(
-        text.contains("pods/log: get; events: list; secrets: create; grant the Role"),
+        text.contains("pods/log: get; events: list; grant the Role"),
         "{text}"
     );
 

@@ -146,6 +146,9 @@ impl WsTaskSource {
                 }
             };
             info!("Successfully connected to server");
+            // The lines Warp's troubleshooting pages tell operators to look for.
+            info!("Connected to Oz");
+            info!("Listening for tasks");
             let opened = Instant::now();
             if !emit(events, ControlEvent::Connected, cancel).await {
                 return Ok(());

@@ -18,9 +18,9 @@ use super::client::{
     CountingClient, KubeError, api_code, api_message, client_config, counting_client,
 };
 use super::config::KubernetesConfig;
-use super::job::task_objects;
+use super::job::{inline_secret_env, task_objects};
 use super::names::{TaskNames, worker_job_selector};
-use super::preflight::preflight;
+use super::preflight::{TaskEnvStore, preflight};
 use super::template::parse_pod_template;
 use super::watch::{Informer, JobWatch, Outcome};
 use crate::domain::{Exit, FailureReason, TaskFailure};
@@ -41,6 +41,7 @@ pub struct KubernetesExecutor {
     config: Arc<KubernetesConfig>,
     template: Arc<PodSpec>,
     resync_interval: Duration,
+    env_store: TaskEnvStore,
     /// The shared Job and Pod watches, started with the first task.
     informer: Arc<OnceLock<Informer>>,
 }
@@ -52,8 +53,18 @@ impl KubernetesExecutor {
     /// # Errors
     /// [`KubeError`] with a message naming what to fix.
     pub async fn connect(config: &KubernetesConfig) -> Result<Self, KubeError> {
-        let executor = Self::without_preflight(config).await?;
-        preflight(&executor.client, config, &executor.template).await?;
+        let mut executor = Self::without_preflight(config).await?;
+        executor.env_store = preflight(&executor.client, config, &executor.template).await?;
+        if executor.env_store == TaskEnvStore::JobSpec {
+            tracing::warn!(
+                namespace = %config.namespace,
+                "The worker may not create Secrets in namespace {}: each task's environment \
+                 values go into its Job spec, as the Go worker does, readable by anyone who may \
+                 read Jobs there. Grant `secrets: create` (docs/kubernetes-rbac.yaml) to keep \
+                 them in a per-task Secret instead.",
+                config.namespace
+            );
+        }
         tracing::info!(namespace = %config.namespace, server = %executor.client.server, "Kubernetes backend ready.");
         Ok(executor)
     }
@@ -70,6 +81,7 @@ impl KubernetesExecutor {
             config: Arc::new(config.clone()),
             template: Arc::new(template),
             resync_interval: DEFAULT_RESYNC_INTERVAL,
+            env_store: TaskEnvStore::Secret,
             informer: Arc::default(),
         })
     }
@@ -90,6 +102,7 @@ impl KubernetesExecutor {
             config: Arc::new(config.clone()),
             template: Arc::new(template),
             resync_interval: DEFAULT_RESYNC_INTERVAL,
+            env_store: TaskEnvStore::Secret,
             informer: Arc::default(),
         })
     }
@@ -154,6 +167,9 @@ impl KubernetesExecutor {
     /// suspended Job (`spec.suspend`) resumed once the Secret exists, needs Kubernetes 1.21 (1.20
     /// drops the field silently, so it would not even be safer there), one more request per task
     /// and `patch` on Jobs in the Role; it is not worth it.
+    ///
+    /// Without `secrets: create` (see [`TaskEnvStore`]) there is no Secret: the values are in
+    /// the Job spec, and the Job is the only object created.
     async fn create(&self, spec: &TaskSpec, names: &TaskNames) -> Result<(), TaskFailure> {
         let mut objects = task_objects(&self.config, &self.template, spec, names)?;
         let ns = &self.config.namespace;
@@ -165,6 +181,13 @@ impl KubernetesExecutor {
                 format!("failed to create Kubernetes {what}: {}", api_message(e)),
             )
         };
+        if self.env_store == TaskEnvStore::JobSpec {
+            let job = inline_secret_env(objects);
+            jobs.create(&PostParams::default(), &job)
+                .await
+                .map_err(|e| create_failure("Job", &e))?;
+            return Ok(());
+        }
         let job = jobs
             .create(&PostParams::default(), &objects.job)
             .await

@@ -183,6 +183,37 @@ pub(super) fn task_objects(
     Ok(TaskObjects { job, secret })
 }
 
+/// The fallback when the worker may not create Secrets (as in the Go worker's chart): every env
+/// entry that references the task's Secret gets the value itself, in the Job spec, and the
+/// Secret is dropped. Returns the Job alone.
+pub(super) fn inline_secret_env(objects: TaskObjects) -> Job {
+    let TaskObjects { mut job, secret } = objects;
+    let name = secret.metadata.name.unwrap_or_default();
+    let data = secret.string_data.unwrap_or_default();
+    let pod = job
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.spec.as_mut());
+    let Some(pod) = pod else { return job };
+    let containers = pod
+        .containers
+        .iter_mut()
+        .chain(pod.init_containers.iter_mut().flatten());
+    for var in containers.flat_map(|c| c.env.iter_mut().flatten()) {
+        let key = var
+            .value_from
+            .as_ref()
+            .and_then(|from| from.secret_key_ref.as_ref())
+            .filter(|selector| selector.name == name)
+            .map(|selector| selector.key.clone());
+        if let Some(key) = key {
+            var.value = Some(data.get(&key).cloned().unwrap_or_default());
+            var.value_from = None;
+        }
+    }
+    job
+}
+
 /// The task env as container env, and the Secret data it references.
 ///
 /// Order, later winning at the first position: the task spec's env (core-injected and server

@@ -25,8 +25,8 @@ use super::job::{root, sh};
 use super::names::short_hash;
 
 /// Every permission the worker needs in its namespace: (API group, resource, verbs). Kept in
-/// step with docs/kubernetes-rbac.yaml.
-pub(super) const REQUIRED_PERMISSIONS: [(&str, &str, &[&str]); 5] = [
+/// step with docs/kubernetes-rbac.yaml, whose `secrets: create` rule is [`TASK_SECRETS`].
+pub(super) const REQUIRED_PERMISSIONS: [(&str, &str, &[&str]); 4] = [
     (
         "batch",
         "jobs",
@@ -35,13 +35,25 @@ pub(super) const REQUIRED_PERMISSIONS: [(&str, &str, &[&str]); 5] = [
     ("", "pods", &["get", "list", "watch"]),
     ("", "pods/log", &["get"]),
     ("", "events", &["list"]),
-    ("", "secrets", &["create"]),
 ];
+
+/// The permission for a per-task Secret: wanted, not required. Without it (the Go worker's
+/// chart does not grant it) the task env values go into the Job spec, as the Go worker does.
+pub(super) const TASK_SECRETS: (&str, &str, &str) = ("", "secrets", "create");
+
+/// Where the task env values go, as the preflight found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TaskEnvStore {
+    /// A per-task Secret owned by the Job; the Job spec references it.
+    Secret,
+    /// The values themselves, in the Job spec (no `secrets: create` permission).
+    JobSpec,
+}
 
 const POLL: Duration = Duration::from_millis(500);
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Runs every preflight step in order.
+/// Runs every preflight step in order; returns where task env values may be stored.
 ///
 /// # Errors
 /// [`KubeError::Unreachable`], [`KubeError::Rbac`], [`KubeError::MissingNamespace`] or
@@ -50,7 +62,7 @@ pub(super) async fn preflight(
     client: &CountingClient,
     config: &KubernetesConfig,
     template: &PodSpec,
-) -> Result<(), KubeError> {
+) -> Result<TaskEnvStore, KubeError> {
     client
         .client
         .apiserver_version()
@@ -59,7 +71,7 @@ pub(super) async fn preflight(
             server: client.server.clone(),
             message: e.to_string(),
         })?;
-    check_permissions(client, &config.namespace).await?;
+    let store = check_permissions(client, &config.namespace).await?;
     #[allow(
         clippy::disallowed_methods,
         reason = "the wall clock only makes the probe Job's name unique, it times nothing"
@@ -98,7 +110,7 @@ pub(super) async fn preflight(
         tracing::warn!(job = %name, error = %api_message(&e), "Could not delete the preflight Job.");
     }
     match outcome {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => Ok(store),
         Ok(Err(message)) => Err(wrap(config, message)),
         Err(_) if config.use_image_volumes => Err(wrap(
             config,
@@ -211,38 +223,56 @@ pub(super) fn preflight_resources(
     })
 }
 
-async fn check_permissions(client: &CountingClient, namespace: &str) -> Result<(), KubeError> {
+/// One SelfSubjectAccessReview: `Some(allowed)`, or `None` when the review itself failed.
+async fn allowed(
+    reviews: &Api<SelfSubjectAccessReview>,
+    namespace: &str,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> Option<bool> {
+    let (resource_name, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_owned())),
+        None => (resource, None),
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.to_owned()),
+                verb: Some(verb.to_owned()),
+                group: Some(group.to_owned()),
+                resource: Some(resource_name.to_owned()),
+                subresource,
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    match reviews.create(&PostParams::default(), &review).await {
+        Ok(answer) => Some(answer.status.as_ref().is_some_and(|s| s.allowed)),
+        Err(e) => {
+            // Not fatal: the preflight Job below still surfaces a Forbidden.
+            tracing::warn!(error = %api_message(&e), "Could not review RBAC permissions.");
+            None
+        }
+    }
+}
+
+/// Checks [`REQUIRED_PERMISSIONS`] (all missing ones named at once), then [`TASK_SECRETS`].
+async fn check_permissions(
+    client: &CountingClient,
+    namespace: &str,
+) -> Result<TaskEnvStore, KubeError> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.client.clone());
     let mut missing = Vec::new();
     for (group, resource, verbs) in REQUIRED_PERMISSIONS {
-        let (resource_name, subresource) = match resource.split_once('/') {
-            Some((r, s)) => (r, Some(s.to_owned())),
-            None => (resource, None),
-        };
         let mut denied = Vec::new();
         for verb in verbs {
-            let review = SelfSubjectAccessReview {
-                spec: SelfSubjectAccessReviewSpec {
-                    resource_attributes: Some(ResourceAttributes {
-                        namespace: Some(namespace.to_owned()),
-                        verb: Some((*verb).to_owned()),
-                        group: Some(group.to_owned()),
-                        resource: Some(resource_name.to_owned()),
-                        subresource: subresource.clone(),
-                        ..ResourceAttributes::default()
-                    }),
-                    ..SelfSubjectAccessReviewSpec::default()
-                },
-                ..SelfSubjectAccessReview::default()
-            };
-            match reviews.create(&PostParams::default(), &review).await {
-                Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
-                Ok(_) => denied.push(*verb),
-                Err(e) => {
-                    // Not fatal: the preflight Job below still surfaces a Forbidden.
-                    tracing::warn!(error = %api_message(&e), "Could not review RBAC permissions.");
-                    return Ok(());
-                }
+            match allowed(&reviews, namespace, group, resource, verb).await {
+                Some(true) => {}
+                Some(false) => denied.push(*verb),
+                None => return Ok(TaskEnvStore::Secret),
             }
         }
         if !denied.is_empty() {
@@ -254,13 +284,19 @@ async fn check_permissions(client: &CountingClient, namespace: &str) -> Result<(
             missing.push(format!("{qualified}: {}", denied.join(", ")));
         }
     }
-    if missing.is_empty() {
-        return Ok(());
+    if !missing.is_empty() {
+        return Err(KubeError::Rbac {
+            namespace: namespace.to_owned(),
+            missing: missing.join("; "),
+        });
     }
-    Err(KubeError::Rbac {
-        namespace: namespace.to_owned(),
-        missing: missing.join("; "),
-    })
+    let (group, resource, verb) = TASK_SECRETS;
+    Ok(
+        match allowed(&reviews, namespace, group, resource, verb).await {
+            Some(false) => TaskEnvStore::JobSpec,
+            Some(true) | None => TaskEnvStore::Secret,
+        },
+    )
 }
 
 async fn wait_preflight(

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::config::{ImagePullPolicy, KubernetesConfig};
 use super::executor::is_quantity;
-use super::job::{COPY_SCRIPT, WRAPPER, task_env, task_objects};
+use super::job::{COPY_SCRIPT, WRAPPER, inline_secret_env, task_env, task_objects};
 use super::names::{TaskNames, job_name, sanitize_label_value, short_hash, worker_job_selector};
 use super::preflight::preflight_job;
 use super::template::{merge_task_container, parse_pod_template};
@@ -509,5 +509,36 @@ fn preflight_job_shapes_and_quantities() {
     }
     for bad in ["", "Gi", "8 Gi", "8GB", "abc"] {
         assert!(!is_quantity(bad), "{bad}");
+    }
+}
+
+#[test]
+fn without_secrets_create_every_secret_reference_becomes_its_value_in_the_job() {
+    let mut config = config();
+    config.setup_command = Some("echo setup".into());
+    let spec = spec();
+    let names = TaskNames::new(
+        "w1",
+        spec.task_id.as_str(),
+        &spec.execution_id,
+        &BTreeMap::new(),
+    );
+    let template = parse_pod_template(None).unwrap();
+    let objects = task_objects(&config, &template, &spec, &names).unwrap();
+    let values = objects.secret.string_data.clone().unwrap();
+    assert!(!values.is_empty());
+    let job = inline_secret_env(objects);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let all: Vec<_> = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+        .flat_map(|c| c.env.iter().flatten())
+        .collect();
+    assert!(all.iter().all(|e| e.value_from.is_none()), "{all:?}");
+    for (name, value) in spec.env.iter() {
+        let found: Vec<_> = all.iter().filter(|e| e.name == name).collect();
+        assert!(!found.is_empty(), "{name} missing");
+        assert!(found.iter().all(|e| e.value.as_deref() == Some(value)));
     }
 }

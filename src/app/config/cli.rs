@@ -16,7 +16,7 @@ use super::{DEFAULT_SERVER_ROOT_URL, DEFAULT_WEB_SOCKET_URL};
     name = "oz-agent-worker",
     bin_name = "oz-agent-worker",
     about = "Self-hosted worker for Warp ambient agents.",
-    version,
+    version = env!("OZ_BUILD_VERSION"),
     propagate_version = true,
     disable_help_subcommand = true
 )]
@@ -69,9 +69,9 @@ pub(crate) struct CliArgs {
     #[arg(long, global = true, hide = true, default_value = "")]
     pub session_sharing_server_url: String,
 
-    /// Log verbosity.
-    #[arg(long, global = true, value_enum, default_value_t = CliLogLevel::Info)]
-    pub log_level: CliLogLevel,
+    /// Log verbosity [default: `log_level` in the config file, else info].
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<CliLogLevel>,
 
     /// Log encoding on stderr.
     #[arg(long, global = true, value_enum, default_value_t = CliLogFormat::Text)]

@@ -22,6 +22,10 @@ pub(crate) struct RawFile {
     #[serde(default, deserialize_with = "scalar_text")]
     pub idle_on_complete: Option<String>,
     pub health_listen: Option<String>,
+    /// `log_level`: used when `--log-level` is absent.
+    pub log_level: Option<String>,
+    /// `debug_log_capture`: newer Go workers' block, kept raw and checked in validation.
+    pub debug_log_capture: Option<serde_norway::Value>,
     pub state_dir: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub drain_timeout: Option<String>,

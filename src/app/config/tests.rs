@@ -250,8 +250,9 @@ fn version_and_help_exit_zero_with_the_text_for_stdout() {
     assert!(version.is_informational());
     assert_eq!(
         version.to_string(),
-        format!("oz-agent-worker {}", env!("CARGO_PKG_VERSION"))
+        format!("oz-agent-worker {}", env!("OZ_BUILD_VERSION"))
     );
+    assert!(env!("OZ_BUILD_VERSION").starts_with(env!("CARGO_PKG_VERSION")));
     let help = load(["oz-agent-worker", "--help"], &env_map(&[])).unwrap_err();
     assert_eq!(help.exit_code(), 0);
     let text = help.to_string();

@@ -49,6 +49,8 @@ pub(crate) fn validate(
     let api_key = api_key(cli, env, findings);
     check_web_socket_url(&cli.web_socket_url, findings);
     let health_listen = health_listen(cli, raw, findings);
+    let log_level = log_level(cli, raw, findings);
+    debug_log_capture(raw, findings);
     let state_dir = state_dir(cli, raw, env, findings);
     let drain_timeout = match (&cli.drain_timeout, &raw.drain_timeout) {
         (Some(text), _) => crate::adapters::backend_config::grace(
@@ -108,12 +110,7 @@ pub(crate) fn validate(
         server_root_url: cli.server_root_url.clone(),
         session_sharing_server_url: Some(cli.session_sharing_server_url.clone())
             .filter(|v| !v.is_empty()),
-        log_level: match cli.log_level {
-            CliLogLevel::Debug => LogLevel::Debug,
-            CliLogLevel::Info => LogLevel::Info,
-            CliLogLevel::Warn => LogLevel::Warn,
-            CliLogLevel::Error => LogLevel::Error,
-        },
+        log_level: log_level?,
         log_format: match cli.log_format {
             CliLogFormat::Text => LogFormat::Text,
             CliLogFormat::Json => LogFormat::Json,
@@ -220,6 +217,60 @@ fn health_listen(cli: &CliArgs, raw: &RawFile, findings: &mut Findings) -> Optio
             None
         }
     }
+}
+
+/// `--log-level` wins over the file's `log_level`; the default is info.
+fn log_level(cli: &CliArgs, raw: &RawFile, findings: &mut Findings) -> Option<LogLevel> {
+    if let Some(level) = cli.log_level {
+        return Some(match level {
+            CliLogLevel::Debug => LogLevel::Debug,
+            CliLogLevel::Info => LogLevel::Info,
+            CliLogLevel::Warn => LogLevel::Warn,
+            CliLogLevel::Error => LogLevel::Error,
+        });
+    }
+    match raw.log_level.as_deref().map(str::trim) {
+        None => Some(LogLevel::Info),
+        Some(text) => match text.to_ascii_lowercase().as_str() {
+            "debug" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warn" | "warning" => Some(LogLevel::Warn),
+            "error" => Some(LogLevel::Error),
+            _ => {
+                findings.problem(format!(
+                    "invalid log_level {text:?}: expected one of debug, info, warn, error"
+                ));
+                None
+            }
+        },
+    }
+}
+
+/// `debug_log_capture` (rendered by newer Go charts): a mapping whose `enabled`, when present,
+/// is a boolean. This worker does not capture debug logs yet, so a valid block is accepted with
+/// one warning saying it is ignored.
+fn debug_log_capture(raw: &RawFile, findings: &mut Findings) {
+    use serde_norway::Value;
+    let Some(value) = &raw.debug_log_capture else {
+        return;
+    };
+    let Value::Mapping(block) = value else {
+        if !value.is_null() {
+            findings
+                .problem("invalid debug_log_capture: expected a mapping such as {enabled: true}");
+        }
+        return;
+    };
+    if let Some(enabled) = block.get("enabled")
+        && !enabled.is_bool()
+    {
+        findings.problem("invalid debug_log_capture.enabled: expected true or false");
+        return;
+    }
+    findings.warn(
+        "debug_log_capture is accepted for compatibility with the Go worker but not used by \
+         this worker yet: no debug logs are captured or uploaded",
+    );
 }
 
 /// Parses the CLI `-e` entries. Messages never include a value (it may be a secret).

@@ -477,3 +477,42 @@ fn type_errors_inside_a_backend_block_name_the_path_and_line() {
         "{unknown}"
     );
 }
+
+#[test]
+fn log_level_in_the_file_is_used_unless_the_flag_is_given() {
+    assert_eq!(config("log_level: debug\n", &[]).log_level, LogLevel::Debug);
+    assert_eq!(config("log_level: WARN\n", &[]).log_level, LogLevel::Warn);
+    assert_eq!(
+        config("log_level: debug\n", &["--log-level", "error"]).log_level,
+        LogLevel::Error
+    );
+    assert_eq!(config("worker_id: w1\n", &[]).log_level, LogLevel::Info);
+    let message = failure("log_level: loud\n", &[]);
+    assert!(message.contains("invalid log_level \"loud\""), "{message}");
+    assert!(message.contains("debug, info, warn, error"), "{message}");
+    // The flag wins even over an invalid file value.
+    assert_eq!(
+        config("log_level: loud\n", &["--log-level", "info"]).log_level,
+        LogLevel::Info
+    );
+}
+
+#[test]
+fn debug_log_capture_is_validated_and_accepted_with_one_warning() {
+    let warning = "debug_log_capture is accepted";
+    let ok = loaded("debug_log_capture:\n  enabled: true\n", &[]);
+    let matching: Vec<_> = ok.warnings.iter().filter(|w| w.contains(warning)).collect();
+    assert_eq!(matching.len(), 1, "{:?}", ok.warnings);
+    let quiet = loaded("worker_id: w1\n", &[]);
+    assert!(!quiet.warnings.iter().any(|w| w.contains(warning)));
+    // Null is treated like absent, as for backend blocks.
+    let null = loaded("debug_log_capture:\n", &[]);
+    assert!(!null.warnings.iter().any(|w| w.contains(warning)));
+    let message = failure("debug_log_capture: yes\n", &[]);
+    assert!(message.contains("invalid debug_log_capture"), "{message}");
+    let message = failure("debug_log_capture:\n  enabled: sometimes\n", &[]);
+    assert!(
+        message.contains("invalid debug_log_capture.enabled: expected true or false"),
+        "{message}"
+    );
+}
