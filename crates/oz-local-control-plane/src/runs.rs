@@ -7,7 +7,9 @@
 //! and the next [`RunStore::tick`] makes it `INPROGRESS` (the worker protocol has no "started"
 //! message: the worker starts the agent right after claiming); `task_completed` makes it
 //! `SUCCEEDED`, or `CANCELLED` with `task_state: CANCELLED`; `task_failed` makes it `FAILED`.
-//! The worker's message goes to `status_message`. `task_rejected`, or the connection ending
+//! The worker's message goes to `status_message`. Reports apply idempotently: a repeated
+//! `task_claimed` leaves the run's state and start time alone, and a report about a finished
+//! run changes nothing. `task_rejected`, or the connection ending
 //! before a claim, puts the run back in the queue, offered again after `retry_delay`; a run
 //! whose cancellation was requested ends `CANCELLED` instead. A run for a worker id that is not
 //! connected stays `QUEUED`.
@@ -287,9 +289,17 @@ impl RunStore {
         let Some(run) = self.runs.get_mut(message.task_id()) else {
             return Reaction::Ignored;
         };
+        let claim = matches!(message, WorkerMessage::TaskClaimed { .. });
+        if claim && run.claimed_at.is_some() {
+            // A repeated claim (the worker re-sends what a dropped connection may have lost):
+            // the run keeps its state and start time; it is now reported on `conn`.
+            if !run.state.is_terminal() {
+                run.connection = Some(conn);
+            }
+            return Reaction::Ignored;
+        }
         if run.state.is_terminal() {
-            let claimed = matches!(message, WorkerMessage::TaskClaimed { .. });
-            return if claimed && run.state == RunState::Cancelled {
+            return if claim && run.state == RunState::Cancelled {
                 Reaction::CancelAgain
             } else {
                 Reaction::Ignored
