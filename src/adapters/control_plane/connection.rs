@@ -98,7 +98,8 @@ async fn serve_inner(
         let reading = outbound.borrow().pending_len() < READ_PAUSE_AT;
         let confirm_due = last_pong == last_ping && outbox.awaits_ping(last_ping);
         // Biased: shutdown first, then reads (a pending frame proves liveness before the
-        // deadline is checked), then the deadline, pings and writes.
+        // deadline is checked), then the deadline, pings, the confirming ping (before writes,
+        // so a long backlog does not starve confirmation) and writes.
         tokio::select! {
             biased;
             () = cancel.cancelled() => {
@@ -158,6 +159,11 @@ async fn serve_inner(
                     return (ConnectionEnd::Lost(reason), false);
                 }
             }
+            () = std::future::ready(()), if confirm_due => {
+                if let Err(reason) = send_ping(&mut socket, &mut last_ping, config).await {
+                    return (ConnectionEnd::Lost(reason), false);
+                }
+            }
             message = next_message(&mut outbound) => {
                 let sent = tokio::time::timeout(
                     config.write_timeout,
@@ -177,11 +183,6 @@ async fn serve_inner(
                             false,
                         );
                     }
-                }
-            }
-            () = std::future::ready(()), if confirm_due => {
-                if let Err(reason) = send_ping(&mut socket, &mut last_ping, config).await {
-                    return (ConnectionEnd::Lost(reason), false);
                 }
             }
         }
