@@ -206,6 +206,17 @@ impl TaskSource for WsTaskSource {
     }
 }
 
+/// Decodes one inbound frame exactly as a connection does (the `oz-protocol` decoder, then the
+/// conversion to domain values) and says whether the worker would act on it. For the fuzz
+/// targets and benches; the connection itself never calls it.
+#[doc(hidden)]
+pub fn decode_inbound_frame(frame: &[u8], max_frame_size: usize) -> bool {
+    !matches!(
+        decode::decode_frame(frame, max_frame_size),
+        decode::Inbound::Rejected(_)
+    )
+}
+
 /// Sends an event unless `cancel` fires first; false when the source should stop.
 async fn emit(
     events: &mpsc::Sender<ControlEvent>,
