@@ -103,7 +103,7 @@ async fn run_bench(full: bool) {
         .await
         .expect("control plane");
     let mut child = spawn_child(&cp.ws_url());
-    cp.wait_connections(Duration::from_secs(30), |c| c.iter().any(|c| c.open))
+    cp.wait_connections(Duration::from_secs(300), |c| c.iter().any(|c| c.open))
         .await
         .expect("daemon connected");
     let pid = child.id();
@@ -261,6 +261,16 @@ fn spawn_child(url: &str) -> Child {
 }
 
 fn stop(child: &mut Child) {
+    // SIGTERM first, so a profiler wrapping the daemon writes its report.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..600 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = child.kill();
     let _ = child.wait();
 }

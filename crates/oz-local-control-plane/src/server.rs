@@ -190,6 +190,9 @@ pub(super) async fn accept_loop(
         let shared = shared.clone();
         let stop = stop.clone();
         let inner_tracker = tracker.clone();
+        // As Go's net package does for Warp's server: no Nagle delay on small frames (pongs,
+        // assignments), which would otherwise wait for the worker's delayed ACK.
+        let _ = stream.set_nodelay(true);
         // A second descriptor of the socket, kept by an upgraded connection so it can reset it.
         let fd = stream.as_fd().try_clone_to_owned().ok().map(Arc::new);
         tracker.spawn(async move {
