@@ -1,67 +1,65 @@
-//! Kubernetes backend overhead through the real daemon, against the real test API server
-//! v1.20.2 (scripts/setup/40-kubernetes.sh), in one run:
+//! Kubernetes backend cost and overhead through the real daemon (`WsTaskSource`, `Supervisor`
+//! and `KubernetesExecutor`, in this process, driven by a `LocalControlPlane` on 127.0.0.1),
+//! against the v1.20.2 test cluster of scripts/setup/40-kubernetes.sh, in one run:
 //!
-//! 1. the API server's own round trips, on the kind of object the worker creates: a Job create
-//!    (request to response), and a watch event (Job create sent to its `ADDED` event on a watch
-//!    that was already open);
-//! 2. the real daemon in this process (`WsTaskSource` + `Supervisor` + `KubernetesExecutor`,
-//!    preflight included) driven by a `LocalControlPlane` on 127.0.0.1, one task at a time, the
-//!    bench playing the kubelet:
-//!    * assignment (`assign()` sent) → the task Job's `ADDED` event on the bench's Job watch,
-//!      as a ratio of a create round trip and of a watch event round trip (the observation
-//!      itself costs one watch event, so the second ratio is the like-for-like one);
-//!    * pod terminated (the status patch sent) → `task_completed` received, as a ratio of a
-//!      watch event round trip; the job controller's part of it (pod terminated → the Job's
-//!      `Complete` condition on the bench's watch) is printed too, since the worker only
-//!      reports success once the Job is `Complete`;
-//!    * the API requests the worker sends per task (median, min, max).
+//! 1. Scale: N concurrent tasks (500 with `--bench`) whose pods stay Pending (a node selector no
+//!    node matches), assigned at a steady pace. Prints the watches the worker holds (deltas of
+//!    the API server's own `apiserver_registered_watchers` and `apiserver_longrunning_gauge`
+//!    from before the daemon started), the API requests per task by verb and resource (deltas of
+//!    `apiserver_request_total`, every client included: the job controller's and scheduler's
+//!    share is listed separately by resource) and the worker's own request count, the process's
+//!    RSS and CPU time (the worker runs in this process; the bench's own part is a few
+//!    watches), and assignment → Job `ADDED` (on the bench's watch) p50/p99. Then cancels all of
+//!    them and prints the time until every Job and Secret of the worker is gone.
+//! 2. On the real node: a trivial task (the stand-in `oz` exiting 0) from assignment to
+//!    `task_completed`, against the same pod created directly as a bare Job (create → the
+//!    `Complete` condition on a watch), alternating, as a ratio of medians.
 //!
-//! Needs `OZ_TEST_KUBECONFIG` (admin kubeconfig); prints why and exits 0 without it.
-//! Run: `source /tmp/oz/env` (or `eval "$(bash scripts/setup/40-kubernetes.sh start | tail -1)"`),
-//! then `cargo bench --bench kubernetes`. Without `--bench` (e.g. under `cargo test
-//! --all-targets`) it does a small smoke run.
+//! Needs `OZ_TEST_KUBECONFIG`; part 2 also `OZ_TEST_KUBE_NODE`, `OZ_TEST_DOCKER_IMAGE` and
+//! `OZ_TEST_KUBE_SIDECAR`; prints why and skips without them. Run:
+//! `eval "$(bash scripts/setup/40-kubernetes.sh start | tail -1)"` (after 20-docker.sh), then
+//! `cargo bench --bench kubernetes`. Without `--bench` (e.g. under `cargo test --all-targets`)
+//! it does a small smoke run.
 
 mod common;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, median, ms, ratio};
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{
-    DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
-};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, Resource};
-use oz_agent_worker::adapters::kubernetes::names::TaskNames;
-use oz_agent_worker::adapters::kubernetes::{KubernetesConfig, KubernetesExecutor};
+use kube::{Api, Client, Config};
+use oz_agent_worker::adapters::kubernetes::names::{TaskNames, worker_job_selector};
+use oz_agent_worker::adapters::kubernetes::{
+    ImagePullPolicy, KubernetesConfig, KubernetesExecutor,
+};
 use oz_agent_worker::domain::spec::SpecSettings;
 use oz_local_control_plane::sample_assignment;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
-/// Requests the worker sends before both of its watches are open: Job create, Secret create,
-/// GET Job, LIST pods, WATCH Job, WATCH pods.
-const STEADY_REQUESTS: u64 = 6;
 /// Bound on every wait for the API server or the daemon.
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(120);
+/// Pace of the assignments in part 1.
+const PACE: Duration = Duration::from_millis(20);
 
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let full = std::env::args().any(|a| a == "--bench");
-    let rounds = if full {
-        15
+    let (tasks, rounds) = if full {
+        (500, 7)
     } else {
         println!("kubernetes bench: smoke run; use `cargo bench --bench kubernetes` for figures");
-        2
+        (5, 1)
     };
     let Some(path) = std::env::var_os("OZ_TEST_KUBECONFIG") else {
         println!(
-            "kubernetes bench SKIPPED: OZ_TEST_KUBECONFIG unset (source /tmp/oz/env or run scripts/setup/40-kubernetes.sh start)"
+            "kubernetes bench SKIPPED: OZ_TEST_KUBECONFIG unset (run scripts/setup/40-kubernetes.sh start)"
         );
         return;
     };
@@ -82,178 +80,354 @@ async fn main() {
         .create(&PostParams::default(), &namespace)
         .await
         .unwrap();
-    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
-
-    // 1. The API server's own round trips.
-    let (mut create_rtt, mut watch_rtt) = (Vec::new(), Vec::new());
-    for i in 0..rounds {
-        let name = format!("rtt-{i}");
-        let mut events = watch(&jobs, Some(&format!("metadata.name={name}")), None).await;
-        let bare: Job = serde_json::from_value(json!({ "metadata": { "name": name },
-            "spec": { "backoffLimit": 0, "template": { "spec": { "restartPolicy": "Never",
-                "containers": [{ "name": "c", "image": "oz-test/busybox:1" }] } } } }))
-        .unwrap();
-        let sent = Instant::now();
-        jobs.create(&PostParams::default(), &bare).await.unwrap();
-        create_rtt.push(sent.elapsed());
-        next_added(&mut events).await;
-        watch_rtt.push(sent.elapsed());
-        jobs.delete(&name, &DeleteParams::background())
-            .await
-            .unwrap();
-    }
-
-    // 2. The daemon, one task at a time.
-    let worker = KubernetesConfig {
-        worker_id: format!("oz-bench-{:08x}", fastrand::u32(..)),
-        namespace: ns.clone(),
-        kubeconfig: Some(path.into()),
-        ..KubernetesConfig::default()
-    };
-    let executor = KubernetesExecutor::connect(&worker).await.expect("connect");
-    let daemon = Daemon::start(
-        &worker.worker_id,
-        Arc::new(executor.clone()),
-        SpecSettings {
-            default_image: worker.default_image.clone(),
-            ..SpecSettings::default()
-        },
-    )
-    .await;
-    let mut samples = Samples::default();
-    // Round 0 warms up the path (connections, the job controller's informers) and is not kept.
-    for i in 0..=rounds {
-        let sample = task(&daemon, &executor, &worker, &jobs, &pods, i).await;
-        if i > 0 {
-            samples.push(sample);
-        }
-    }
-    daemon.stop().await;
-
-    let (create, watch_event) = (median(create_rtt), median(watch_rtt));
-    let (created, completed) = (median(samples.created), median(samples.completed));
-    let job_complete = median(samples.job_complete);
-    let requests = samples.requests;
-    println!(
-        "kubernetes bench: the real daemon vs API server v1.20.2 on loopback, {rounds} tasks, one at a time, medians"
-    );
-    println!(
-        "  API server: Job create round trip              {}",
-        ms(create)
-    );
-    println!(
-        "  API server: watch event (create -> ADDED)      {}",
-        ms(watch_event)
-    );
-    println!(
-        "  assignment -> Job ADDED                        {} = {:.2}x a create, {:.2}x a watch event",
-        ms(created),
-        ratio(created, create),
-        ratio(created, watch_event)
-    );
-    println!(
-        "  pod terminated -> task_completed               {} = {:.2}x a watch event",
-        ms(completed),
-        ratio(completed, watch_event)
-    );
-    println!(
-        "    of which the job controller (-> Job Complete) {} = {:.2}x a watch event",
-        ms(job_complete),
-        ratio(job_complete, watch_event)
-    );
-    println!(
-        "  API requests per task (worker)                 median {}, min {}, max {}",
-        median(requests.clone()),
-        requests.iter().min().unwrap(),
-        requests.iter().max().unwrap()
-    );
+    scale(&admin, &ns, path.clone().into(), tasks).await;
+    node_overhead(&admin, &ns, path.into(), rounds).await;
     let _ = Api::<Namespace>::all(admin)
         .delete(&ns, &DeleteParams::default())
         .await;
 }
 
-#[derive(Default)]
-struct Samples {
-    created: Vec<Duration>,
-    completed: Vec<Duration>,
-    job_complete: Vec<Duration>,
-    requests: Vec<u64>,
-}
-
-struct Sample {
-    created: Duration,
-    completed: Duration,
-    job_complete: Duration,
-    requests: u64,
-}
-
-impl Samples {
-    fn push(&mut self, s: Sample) {
-        self.created.push(s.created);
-        self.completed.push(s.completed);
-        self.job_complete.push(s.job_complete);
-        self.requests.push(s.requests);
-    }
-}
-
-/// One task through the daemon, the bench playing the kubelet.
-async fn task(
-    daemon: &Daemon,
-    executor: &KubernetesExecutor,
-    worker: &KubernetesConfig,
-    jobs: &Api<Job>,
-    pods: &Api<Pod>,
-    i: usize,
-) -> Sample {
-    let task_id = format!(
-        "019f5de4-{i:04x}-762e-92ed-{:012x}",
-        fastrand::u64(..1 << 48)
-    );
-    let data = sample_assignment(&task_id);
-    let names = TaskNames::new(
-        &worker.worker_id,
-        &task_id,
-        data["execution_id"].as_str().unwrap(),
-        &worker.extra_labels,
-    );
-    let job_field = format!("metadata.name={}", names.job_name);
-    let mut job_events = watch(jobs, Some(&job_field), None).await;
-    let mut pod_events = watch(pods, None, Some(&names.pod_selector())).await;
-
-    let before = executor.api_requests();
-    let assigned = daemon.assign(&data);
-    next_added(&mut job_events).await;
-    let created = assigned.elapsed();
-    let pod = next_added(&mut pod_events).await;
-    let pod_name = pod.metadata.name.unwrap();
-    // The worker's watches start from the versions of its first GET and LIST, so once both
-    // watch requests are out it sees every later change through them. This polls the
-    // worker's own request counter (a condition, not a timed wait).
-    let settled = Instant::now();
-    while executor.api_requests() - before < STEADY_REQUESTS {
-        assert!(
-            settled.elapsed() < WAIT,
-            "the worker never opened its watches"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({ "status": { "phase": "Succeeded", "containerStatuses": [{ "name": "task",
-        "ready": false, "restartCount": 0, "image": "oz-test/busybox:1", "imageID": "",
-        "state": { "terminated": { "exitCode": 0, "reason": "Completed",
-            "startedAt": now, "finishedAt": now } } }] } });
-    let terminated = Instant::now();
-    pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
+/// Part 1: N concurrent Pending tasks.
+async fn scale(admin: &Client, ns: &str, kubeconfig: std::path::PathBuf, tasks: usize) {
+    let worker = KubernetesConfig {
+        worker_id: format!("oz-bench-{:08x}", fastrand::u32(..)),
+        namespace: ns.to_owned(),
+        kubeconfig: Some(kubeconfig),
+        unschedulable_timeout: Some(Duration::from_secs(3600)),
+        pod_template: Some(json!({ "nodeSelector": { "oz-bench/pool": "nowhere" } })),
+        ..KubernetesConfig::default()
+    };
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    let selector = worker_job_selector(&worker.worker_id);
+    // The bench's own Job watch (one), opened before the baseline so it is not counted.
+    let version = jobs
+        .list_metadata(&ListParams::default().labels(&selector))
         .await
+        .unwrap()
+        .metadata
+        .resource_version
         .unwrap();
-    let (job_complete, completed) = tokio::join!(
-        async {
-            loop {
-                match tokio::time::timeout(WAIT, job_events.next()).await {
-                    Ok(Some(Ok(WatchEvent::Modified(job))))
-                        if job
+    let mut job_events = jobs
+        .watch(&WatchParams::default().labels(&selector), &version)
+        .await
+        .unwrap()
+        .boxed();
+    let executor = KubernetesExecutor::connect(&worker).await.expect("connect");
+    let base = metrics(admin).await;
+    let (cpu0, preflight_requests) = (cpu_time(), executor.api_requests());
+    let daemon = Daemon::start(
+        &worker.worker_id,
+        Arc::new(executor.clone()),
+        SpecSettings::default(),
+    )
+    .await;
+    let mut assigned = HashMap::new();
+    let mut ids = Vec::new();
+    let started = Instant::now();
+    for i in 0..tasks {
+        let task_id = format!(
+            "019f5de4-{i:04x}-762e-92ed-{:012x}",
+            fastrand::u64(..1 << 48)
+        );
+        let data = sample_assignment(&task_id);
+        let names = TaskNames::new(
+            &worker.worker_id,
+            &task_id,
+            data["execution_id"].as_str().unwrap(),
+            &worker.extra_labels,
+        );
+        assigned.insert(names.job_name, daemon.assign(&data));
+        ids.push(task_id);
+        tokio::time::sleep_until((started + PACE * (i as u32 + 1)).into()).await;
+    }
+    let mut latencies = Vec::new();
+    while latencies.len() < tasks {
+        match tokio::time::timeout(WAIT, job_events.next()).await {
+            Ok(Some(Ok(WatchEvent::Added(job)))) => {
+                let seen = Instant::now();
+                let name = job.metadata.name.unwrap_or_default();
+                if let Some(at) = assigned.get(&name) {
+                    latencies.push(seen - *at);
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("Job watch ended: {other:?}"),
+        }
+    }
+    // Steady state: let every task settle on its watch slice (pods scheduled → Unschedulable).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let at_load = metrics(admin).await;
+    let (rss, cpu) = (rss_kib(), cpu_time() - cpu0);
+    let worker_requests = executor.api_requests() - preflight_requests;
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    println!(
+        "kubernetes bench part 1: {tasks} concurrent tasks (pods Pending: node selector matches nothing), assigned every {} ms, API server v1.20.2",
+        PACE.as_millis()
+    );
+    let watchers =
+        |m: &Metrics, kind: &str| m.get(&format!("apiserver_registered_watchers|kind={kind}"));
+    for kind in ["Job", "Pod", "Event", "Secret"] {
+        println!(
+            "  watches held by the worker, {kind:<6} (registered_watchers delta)   {}",
+            watchers(&at_load, kind) - watchers(&base, kind)
+        );
+    }
+    println!(
+        "  long-running WATCH requests delta (apiserver_longrunning_gauge)   {}",
+        at_load.get("apiserver_longrunning_gauge|verb=WATCH")
+            - base.get("apiserver_longrunning_gauge|verb=WATCH")
+    );
+    println!(
+        "  API requests per task, the worker's own count                     {:.2}",
+        worker_requests as f64 / tasks as f64
+    );
+    println!(
+        "  API requests per task by verb and resource (apiserver_request_total delta, all clients):"
+    );
+    let mut keys: Vec<&String> = at_load
+        .0
+        .keys()
+        .filter(|k| k.starts_with("apiserver_request_total|"))
+        .collect();
+    keys.sort();
+    for key in keys {
+        let delta = at_load.get(key) - base.get(key);
+        if delta >= 1.0 {
+            println!(
+                "    {:<48} {:.2}",
+                key.trim_start_matches("apiserver_request_total|"),
+                delta / tasks as f64
+            );
+        }
+    }
+    println!(
+        "  process RSS (worker in-process)                                    {} MiB",
+        rss / 1024
+    );
+    println!(
+        "  process CPU time while assigning and holding (user+sys)            {}",
+        ms(cpu)
+    );
+    println!(
+        "  assignment -> Job ADDED p50 {}, p99 {}, max {}",
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(*latencies.last().unwrap())
+    );
+    println!(
+        "  shared-watch lists so far                                          {}",
+        executor.watch_lists()
+    );
+
+    let cancelled = Instant::now();
+    for id in &ids {
+        daemon.cp.cancel(id).unwrap();
+    }
+    let lp = ListParams::default().labels(&selector);
+    let mut jobs_gone = None;
+    loop {
+        let left_jobs = jobs.list_metadata(&lp).await.unwrap().items.len();
+        let left_secrets = secrets.list_metadata(&lp).await.unwrap().items.len();
+        if left_jobs == 0 && jobs_gone.is_none() {
+            jobs_gone = Some(cancelled.elapsed());
+        }
+        if left_jobs == 0 && left_secrets == 0 {
+            break;
+        }
+        assert!(
+            cancelled.elapsed() < WAIT * 5,
+            "{left_jobs} Jobs, {left_secrets} Secrets left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "  cancel all {tasks} -> every Job gone (the worker's deletes)         {}",
+        ms(jobs_gone.unwrap_or_default())
+    );
+    println!(
+        "  cancel all {tasks} -> every Job and Secret gone (+ garbage collector) {}",
+        ms(cancelled.elapsed())
+    );
+    daemon.stop().await;
+    // The bare operation after the worker's part, so the RSS above is the worker's.
+    let bare = bare_creates(admin, ns, tasks).await;
+    println!(
+        "  bare (the bench's own client, same pace): Job + Secret create, create -> Job ADDED p50 {}, p99 {}",
+        ms(bare.0),
+        ms(bare.1)
+    );
+    println!(
+        "  ratio worker / bare: p50 {:.2}, p99 {:.2}",
+        ratio(pct(0.5), bare.0),
+        ratio(pct(0.99), bare.1)
+    );
+}
+
+/// The bare operation at the same pace: N Jobs (Pending behind a node selector) and their
+/// Secrets created directly, each as its own task; create sent → the Job's `ADDED` on a watch,
+/// p50 and p99. Deletes them (and waits) before returning.
+async fn bare_creates(admin: &Client, ns: &str, tasks: usize) -> (Duration, Duration) {
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    let lp = ListParams::default().labels("oz-bench-bare=1");
+    let version = jobs
+        .list_metadata(&lp)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = jobs
+        .watch(&WatchParams::default().labels("oz-bench-bare=1"), &version)
+        .await
+        .unwrap()
+        .boxed();
+    let started = Instant::now();
+    let mut sent = HashMap::new();
+    let mut creates = Vec::new();
+    for i in 0..tasks {
+        let name = format!("bare-scale-{i}");
+        let job: Job = serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": { "oz-bench-bare": "1" } },
+            "spec": { "backoffLimit": 0, "template": { "spec": { "restartPolicy": "Never",
+                "nodeSelector": { "oz-bench/pool": "nowhere" },
+                "containers": [{ "name": "task", "image": "oz-test/busybox:1" }] } } } }))
+        .unwrap();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": { "oz-bench-bare": "1" } },
+            "stringData": { "K": "v" } }))
+        .unwrap();
+        sent.insert(name, Instant::now());
+        let (jobs, secrets) = (jobs.clone(), secrets.clone());
+        creates.push(tokio::spawn(async move {
+            jobs.create(&PostParams::default(), &job).await.unwrap();
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+        }));
+        tokio::time::sleep_until((started + PACE * (i as u32 + 1)).into()).await;
+    }
+    let mut latencies = Vec::new();
+    while latencies.len() < tasks {
+        match tokio::time::timeout(WAIT, events.next()).await {
+            Ok(Some(Ok(WatchEvent::Added(job)))) => {
+                if let Some(at) = sent.get(job.metadata.name.as_deref().unwrap_or_default()) {
+                    latencies.push(at.elapsed());
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("Job watch ended: {other:?}"),
+        }
+    }
+    for create in creates {
+        create.await.unwrap();
+    }
+    let dp = DeleteParams::background();
+    jobs.delete_collection(&dp, &lp).await.unwrap();
+    secrets.delete_collection(&dp, &lp).await.unwrap();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    (pct(0.5), pct(0.99))
+}
+
+/// Part 2: a trivial task on the real node vs the same pod as a bare Job.
+async fn node_overhead(admin: &Client, ns: &str, kubeconfig: std::path::PathBuf, rounds: usize) {
+    let (Some(_), Ok(image), Ok(sidecar)) = (
+        std::env::var_os("OZ_TEST_KUBE_NODE"),
+        std::env::var("OZ_TEST_DOCKER_IMAGE"),
+        std::env::var("OZ_TEST_KUBE_SIDECAR"),
+    ) else {
+        println!(
+            "kubernetes bench part 2 SKIPPED: no node (OZ_TEST_KUBE_NODE, OZ_TEST_DOCKER_IMAGE, OZ_TEST_KUBE_SIDECAR)"
+        );
+        return;
+    };
+    let worker = KubernetesConfig {
+        worker_id: format!("oz-bench-node-{:08x}", fastrand::u32(..)),
+        namespace: ns.to_owned(),
+        kubeconfig: Some(kubeconfig),
+        image_pull_policy: ImagePullPolicy::Never,
+        preflight_image: image.clone(),
+        ..KubernetesConfig::default()
+    };
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns);
+    let executor = KubernetesExecutor::connect(&worker).await.expect("connect");
+    let daemon = Daemon::start(
+        &worker.worker_id,
+        Arc::new(executor.clone()),
+        SpecSettings::default(),
+    )
+    .await;
+    let version = jobs
+        .list_metadata(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = jobs
+        .watch(&WatchParams::default(), &version)
+        .await
+        .unwrap()
+        .boxed();
+    let (mut through_worker, mut bare) = (Vec::new(), Vec::new());
+    // Round 0 warms up (images, connections) and is not kept.
+    for i in 0..=rounds {
+        let task_id = format!(
+            "019f5de4-{i:04x}-762e-92ed-{:012x}",
+            fastrand::u64(..1 << 48)
+        );
+        let mut data = sample_assignment(&task_id);
+        data["docker_image"] = json!(image);
+        data["sidecar_image"] = json!(sidecar);
+        let sent = daemon.assign(&data);
+        let done = daemon.completed(&task_id).await;
+        // The worker's Job as created, for the bare copy of its pod.
+        let template = loop {
+            match tokio::time::timeout(WAIT, events.next()).await {
+                Ok(Some(Ok(WatchEvent::Added(job))))
+                    if job
+                        .metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.contains(&task_id)) =>
+                {
+                    break job.spec.unwrap().template;
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("Job watch ended: {other:?}"),
+            }
+        };
+        // The same pod, minus the worker's labels and its Secret's env refs (gone with its Job).
+        let mut spec = template.spec.unwrap();
+        for c in spec
+            .init_containers
+            .iter_mut()
+            .flatten()
+            .chain(spec.containers.iter_mut())
+        {
+            if let Some(env) = c.env.as_mut() {
+                env.retain(|e| e.value_from.is_none());
+            }
+        }
+        let name = format!("bare-{i}");
+        let job: Job = serde_json::from_value(json!({ "metadata": { "name": name },
+            "spec": { "backoffLimit": 0, "template": { "spec": spec } } }))
+        .unwrap();
+        let created = Instant::now();
+        jobs.create(&PostParams::default(), &job).await.unwrap();
+        loop {
+            match tokio::time::timeout(WAIT, events.next()).await {
+                Ok(Some(Ok(WatchEvent::Modified(job))))
+                    if job.metadata.name.as_deref() == Some(name.as_str())
+                        && job
                             .status
                             .as_ref()
                             .and_then(|s| s.conditions.as_ref())
@@ -261,61 +435,113 @@ async fn task(
                                 c.iter()
                                     .any(|c| c.type_ == "Complete" && c.status == "True")
                             }) =>
-                    {
-                        return terminated.elapsed();
-                    }
-                    Ok(Some(Ok(_))) => {}
-                    other => panic!("Job watch ended before Complete: {other:?}"),
+                {
+                    break;
                 }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("Job watch ended: {other:?}"),
             }
-        },
-        daemon.completed(&task_id),
-    );
-    Sample {
-        created,
-        completed: completed - terminated,
-        job_complete,
-        requests: executor.api_requests() - before,
-    }
-}
-
-/// A watch opened at the current list version (so it sees every change from now on).
-async fn watch<K>(
-    api: &Api<K>,
-    fields: Option<&str>,
-    labels: Option<&str>,
-) -> BoxStream<'static, kube::Result<WatchEvent<K>>>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let (mut lp, mut wp) = (ListParams::default(), WatchParams::default());
-    if let Some(fields) = fields {
-        lp = lp.fields(fields);
-        wp = wp.fields(fields);
-    }
-    if let Some(labels) = labels {
-        lp = lp.labels(labels);
-        wp = wp.labels(labels);
-    }
-    let version = api
-        .list_metadata(&lp)
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    api.watch(&wp, &version).await.unwrap().boxed()
-}
-
-/// The object of the next `ADDED` event.
-async fn next_added<K: std::fmt::Debug>(
-    events: &mut BoxStream<'static, kube::Result<WatchEvent<K>>>,
-) -> K {
-    loop {
-        match tokio::time::timeout(WAIT, events.next()).await {
-            Ok(Some(Ok(WatchEvent::Added(object)))) => return object,
-            Ok(Some(Ok(_))) => {}
-            other => panic!("watch ended before ADDED: {other:?}"),
+        }
+        let bare_time = created.elapsed();
+        jobs.delete(&name, &DeleteParams::background())
+            .await
+            .unwrap();
+        if i > 0 {
+            through_worker.push(done - sent);
+            bare.push(bare_time);
         }
     }
+    daemon.stop().await;
+    let (w, b) = (median(through_worker), median(bare));
+    println!(
+        "kubernetes bench part 2: a trivial task on the real node (kubelet + dockershim + Docker), {rounds} rounds, medians"
+    );
+    println!(
+        "  bare: create Job -> Job Complete (same pod)        {}",
+        ms(b)
+    );
+    println!(
+        "  worker: assignment -> task_completed               {}",
+        ms(w)
+    );
+    println!(
+        "  overhead ratio                                     {:.3}",
+        ratio(w, b)
+    );
+}
+
+/// Sums of the API server's metrics by name and the labels that matter here.
+struct Metrics(BTreeMap<String, f64>);
+
+impl Metrics {
+    fn get(&self, key: &str) -> f64 {
+        self.0.get(key).copied().unwrap_or(0.0)
+    }
+}
+
+async fn metrics(admin: &Client) -> Metrics {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = admin.request_text(request).await.expect("/metrics");
+    let mut sums = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let labels: BTreeMap<&str, &str> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        let key = match name {
+            "apiserver_registered_watchers" => {
+                format!("{name}|kind={}", labels.get("kind").unwrap_or(&""))
+            }
+            "apiserver_longrunning_gauge" => {
+                format!("{name}|verb={}", labels.get("verb").unwrap_or(&""))
+            }
+            "apiserver_request_total" => format!(
+                "{name}|{} {}{}",
+                labels.get("verb").unwrap_or(&""),
+                labels.get("resource").unwrap_or(&""),
+                labels
+                    .get("subresource")
+                    .filter(|s| !s.is_empty())
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default()
+            ),
+            _ => continue,
+        };
+        *sums.entry(key).or_insert(0.0) += value;
+    }
+    Metrics(sums)
+}
+
+/// This process's resident set size, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// This process's user + system CPU time.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // Linux reports in clock ticks of 1/100 s (USER_HZ) on every common configuration.
+    Duration::from_millis(ticks * 10)
 }

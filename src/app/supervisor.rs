@@ -1,22 +1,30 @@
-//! The supervisor: the one loop that owns the worker's state. It takes control-plane events,
-//! admits or rejects assignments, starts executions, routes cancellations, applies the
-//! domain's lifecycle transitions, and carries out their effects through the ports.
+//! The supervisor: one closed event loop that owns the worker's state.
+//!
+//! Everything that can make the worker do something is an `Event`; `Supervisor::next_event`
+//! waits for the next one and `Supervisor::handle_event` handles it, synchronously, by applying
+//! the domain's lifecycle transitions (admission, cancel, finish, abandonment) and carrying out
+//! their effects through the ports. Shutdown is not a second loop: it is a `Phase` of this one,
+//! which changes what admission answers and which timer or bounded step the loop also waits for.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinError, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::domain::failure::{INTERRUPTED_MESSAGE, TaskResult};
+use crate::domain::failure::TaskResult;
 use crate::domain::spec::prepare;
 use crate::domain::{
-    Admission, Assignment, CancelSource, ConcurrencyPolicy, Effect, Exit, FailurePhase,
-    FailureReason, SpecSettings, TaskEvent, TaskFailure, TaskId, TaskReport, TaskState, Transition,
+    Admission, Assignment, CancelSource, Capacity, ConcurrencyPolicy, Effect, Exit, FailureReason,
+    Intake, SpecSettings, TaskEvent, TaskFailure, TaskId, TaskReport, TaskState, Transition,
+    assign,
 };
-use crate::ports::{ControlEvent, Ports, Readiness, Signal};
+use crate::ports::{CancelError, ControlEvent, Ports, Readiness, Signal};
 
 /// Bound on the executor's best-effort cancel hook.
 pub const BACKEND_CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,24 +68,138 @@ pub struct SupervisorSettings {
     pub deadlines: ShutdownDeadlines,
 }
 
-/// One claimed task.
-#[derive(Debug)]
-struct ActiveTask {
-    state: TaskState,
-    execution_id: String,
-    cancel: CancellationToken,
-}
-
-/// What an execution returns to the loop.
-type Finished = (TaskId, Result<Exit, TaskFailure>);
-
 /// Why the supervisor stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
     /// The shutdown token fired and the shutdown sequence ran.
     Shutdown,
-    /// The control-plane event stream ended unexpectedly.
+    /// The control-plane event stream ended unexpectedly (the shutdown sequence ran too).
     SourceEnded,
+}
+
+/// Everything that makes the supervisor do work. The set is closed: the supervisor acts on
+/// nothing else, one event at a time.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The control plane (or the connection to it) said something.
+    Control(ControlEvent),
+    /// The control-plane event stream ended.
+    SourceEnded,
+    /// The shutdown token fired.
+    ShutdownRequested,
+    /// An execution returned.
+    ExecutionFinished {
+        /// The task it ran.
+        task_id: TaskId,
+        /// What the executor returned.
+        outcome: Result<Exit, TaskFailure>,
+    },
+    /// An execution's future panicked, or was aborted after being abandoned.
+    ExecutionCrashed(JoinError),
+    /// A backend cancel hook returned, failed or timed out.
+    BackendCancelDone {
+        /// The task it was called for.
+        task_id: TaskId,
+        /// How it ended.
+        outcome: HookOutcome,
+    },
+    /// A backend cancel hook panicked, or was aborted at shutdown.
+    BackendCancelCrashed(JoinError),
+    /// The stop deadline passed ([`Phase::Stopping`]).
+    StopDeadline,
+    /// The report flush ended ([`Phase::Flushing`]); `delivered` is false when it timed out.
+    Flushed {
+        /// Whether every queued report was written.
+        delivered: bool,
+    },
+    /// The executor's `shutdown` ended ([`Phase::BackendShutdown`]).
+    BackendStopped {
+        /// False when it ran into its deadline.
+        in_time: bool,
+    },
+}
+
+/// How a backend cancel hook ended.
+#[derive(Debug)]
+pub(crate) enum HookOutcome {
+    /// It returned `Ok`.
+    Done,
+    /// It returned an error (only logged).
+    Failed(CancelError),
+    /// It ran into [`BACKEND_CANCEL_TIMEOUT`].
+    TimedOut,
+}
+
+/// Where the supervisor is in its life. Every phase runs the same loop and still answers the
+/// control plane; a phase decides whether intake is open and which timer or bounded step the
+/// loop waits for besides its inputs. Phases only move forward, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Taking tasks.
+    Running,
+    /// Intake closed; executions were cancelled and get until `deadline` to stop and clean up.
+    /// Ends when none holds a slot any more, or at the deadline, which abandons the rest.
+    /// Skipped when the executor keeps its tasks across restarts.
+    Stopping {
+        /// When the remaining executions are abandoned.
+        deadline: Instant,
+    },
+    /// Intake closed; queued reports are being written, bounded by the flush deadline.
+    Flushing,
+    /// Intake closed; the executor's `shutdown` runs, bounded by the backend deadline.
+    BackendShutdown,
+    /// Finished: [`Supervisor::run`] returns.
+    Done,
+}
+
+impl Phase {
+    fn intake(self) -> Intake {
+        match self {
+            Self::Running => Intake::Open,
+            Self::Stopping { .. } | Self::Flushing | Self::BackendShutdown | Self::Done => {
+                Intake::Closed
+            }
+        }
+    }
+}
+
+/// What the loop reads from outside besides its own executions: the control plane's events
+/// and the shutdown token.
+pub(crate) struct Inputs {
+    events: mpsc::Receiver<ControlEvent>,
+    events_open: bool,
+    shutdown: CancellationToken,
+}
+
+impl Inputs {
+    /// The loop's inputs.
+    pub(crate) fn new(events: mpsc::Receiver<ControlEvent>, shutdown: CancellationToken) -> Self {
+        Self {
+            events,
+            events_open: true,
+            shutdown,
+        }
+    }
+}
+
+/// The timer or bounded step the current phase waits for; its output is the event that ends
+/// it.
+type Step = Pin<Box<dyn Future<Output = Event> + Send>>;
+
+/// One task in the active table.
+#[derive(Debug)]
+struct ActiveTask {
+    state: TaskState,
+    execution: Execution,
+}
+
+/// The execution of a task: running, or (for a dispatched task) finished but still reachable by
+/// the backend cancel hook.
+#[derive(Debug)]
+struct Execution {
+    execution_id: String,
+    cancel: CancellationToken,
+    handle: AbortHandle,
 }
 
 /// The supervisor. Build it with [`Supervisor::new`], then call [`Supervisor::run`].
@@ -85,11 +207,13 @@ pub struct Supervisor {
     ports: Ports,
     settings: SupervisorSettings,
     readiness: Readiness,
+    phase: Phase,
+    /// The timer or bounded step of the current phase (none while running).
+    step: Option<Step>,
+    stopped: Stopped,
     tasks: HashMap<TaskId, ActiveTask>,
-    executions: JoinSet<Finished>,
-    execution_ids: HashMap<tokio::task::Id, TaskId>,
-    backend_cancels: JoinSet<()>,
-    shutting_down: bool,
+    executions: JoinSet<(TaskId, Result<Exit, TaskFailure>)>,
+    backend_cancels: JoinSet<(TaskId, HookOutcome)>,
 }
 
 impl Supervisor {
@@ -99,11 +223,12 @@ impl Supervisor {
             ports,
             settings,
             readiness,
+            phase: Phase::Running,
+            step: None,
+            stopped: Stopped::Shutdown,
             tasks: HashMap::new(),
             executions: JoinSet::new(),
-            execution_ids: HashMap::new(),
             backend_cancels: JoinSet::new(),
-            shutting_down: false,
         }
     }
 
@@ -117,38 +242,124 @@ impl Supervisor {
         self.tasks.len()
     }
 
-    /// Runs until `shutdown` fires (then runs the shutdown sequence) or `events` ends.
+    /// Runs until `shutdown` fires or `events` ends, then through the shutdown phases.
     ///
     /// # Cancellation
     /// `shutdown` starts the bounded shutdown sequence; the future returns when it is done.
     pub async fn run(
         mut self,
-        mut events: mpsc::Receiver<ControlEvent>,
+        events: mpsc::Receiver<ControlEvent>,
         shutdown: CancellationToken,
     ) -> Stopped {
-        loop {
-            tokio::select! {
-                // Shutdown first, so no assignment is claimed once it has begun.
-                biased;
-                () = shutdown.cancelled() => break,
-                Some(joined) = self.executions.join_next_with_id() => self.on_joined(joined),
-                Some(_) = self.backend_cancels.join_next() => {}
-                event = events.recv() => match event {
-                    Some(event) => self.handle_event(event),
-                    None => {
-                        error!("control-plane event stream ended; stopping");
-                        self.shutdown_sequence(&mut events).await;
-                        return Stopped::SourceEnded;
-                    }
-                },
-            }
+        let mut inputs = Inputs::new(events, shutdown);
+        while self.phase != Phase::Done {
+            let event = self.next_event(&mut inputs).await;
+            self.handle_event(event);
         }
-        self.shutdown_sequence(&mut events).await;
-        Stopped::Shutdown
+        self.stopped
     }
 
-    /// Handles one control-plane event. Public so tests can drive the loop step by step.
-    pub fn handle_event(&mut self, event: ControlEvent) {
+    /// Waits for the next event. Reads inputs and collects finished work, but decides nothing.
+    pub(crate) async fn next_event(&mut self, inputs: &mut Inputs) -> Event {
+        let running = self.phase == Phase::Running;
+        tokio::select! {
+            // Shutdown first, so no assignment is claimed once it has begun. Executions next,
+            // so a slot frees (and its report is queued) before the next assignment or the
+            // stop deadline is looked at.
+            biased;
+            () = inputs.shutdown.cancelled(), if running => Event::ShutdownRequested,
+            Some(joined) = self.executions.join_next() => match joined {
+                Ok((task_id, outcome)) => Event::ExecutionFinished { task_id, outcome },
+                Err(crashed) => Event::ExecutionCrashed(crashed),
+            },
+            Some(joined) = self.backend_cancels.join_next() => match joined {
+                Ok((task_id, outcome)) => Event::BackendCancelDone { task_id, outcome },
+                Err(crashed) => Event::BackendCancelCrashed(crashed),
+            },
+            event = inputs.events.recv(), if inputs.events_open => match event {
+                Some(event) => Event::Control(event),
+                None => {
+                    inputs.events_open = false;
+                    Event::SourceEnded
+                }
+            },
+            event = run_step(&mut self.step) => event,
+        }
+    }
+
+    /// Handles one event. Synchronous: whatever takes time runs as an execution, a cancel hook
+    /// or a phase step, and comes back as another event.
+    pub(crate) fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Control(event) => self.on_control(event),
+            Event::SourceEnded => {
+                if self.phase == Phase::Running {
+                    error!("control-plane event stream ended; stopping");
+                    self.begin_shutdown(Stopped::SourceEnded);
+                }
+            }
+            Event::ShutdownRequested => {
+                if self.phase == Phase::Running {
+                    self.begin_shutdown(Stopped::Shutdown);
+                }
+            }
+            Event::ExecutionFinished { task_id, outcome } => {
+                self.apply(&task_id, TaskEvent::Finished(outcome));
+            }
+            Event::ExecutionCrashed(crashed) => self.on_crashed(&crashed),
+            Event::BackendCancelDone { task_id, outcome } => match outcome {
+                HookOutcome::Done => {}
+                HookOutcome::Failed(err) => {
+                    warn!(task_id = %task_id, "Backend cancellation failed: {err}");
+                }
+                HookOutcome::TimedOut => {
+                    warn!(task_id = %task_id, "Backend cancellation timed out")
+                }
+            },
+            Event::BackendCancelCrashed(crashed) => {
+                if crashed.is_panic() {
+                    error!("the executor's cancel hook panicked: {crashed}");
+                }
+            }
+            Event::StopDeadline => {
+                if matches!(self.phase, Phase::Stopping { .. }) {
+                    self.abandon_stuck();
+                    self.enter_flushing();
+                }
+            }
+            Event::Flushed { delivered } => {
+                if !delivered {
+                    warn!(
+                        "Some reports were not delivered within {:?}",
+                        self.settings.deadlines.flush
+                    );
+                }
+                self.enter_backend_shutdown();
+            }
+            Event::BackendStopped { in_time } => {
+                if !in_time {
+                    warn!(
+                        "Backend shutdown did not finish within {:?}",
+                        self.settings.deadlines.backend
+                    );
+                }
+                self.phase = Phase::Done;
+                self.step = None;
+            }
+        }
+        self.advance();
+    }
+
+    /// Leaves a phase that has nothing left to wait for, whichever event ended it.
+    fn advance(&mut self) {
+        match self.phase {
+            // Stopping ends as soon as no execution holds a slot.
+            Phase::Stopping { .. } if self.running() == 0 => self.enter_flushing(),
+            _ => {}
+        }
+    }
+
+    fn on_control(&mut self, event: ControlEvent) {
         match event {
             ControlEvent::Assigned(assignment) => self.on_assignment(*assignment),
             ControlEvent::CancelRequested(task_id) => self.on_cancel(&task_id),
@@ -168,61 +379,34 @@ impl Supervisor {
         self.drop_expired_spawned();
         let task_id = assignment.task_id.clone();
         info!(task_id = %task_id, title = %assignment.task.title, "Received task assignment");
-        let already_running = self
-            .tasks
-            .get(&task_id)
-            .is_some_and(|t| t.state.holds_slot());
-        let admission =
-            self.settings
-                .policy
-                .admit(self.running(), already_running, self.shutting_down);
+        let capacity = Capacity {
+            policy: self.settings.policy,
+            running: self.running(),
+            intake: self.phase.intake(),
+        };
+        let previous = self.tasks.remove(&task_id);
+        let (admission, Transition { next, effects }) = assign(
+            previous.as_ref().map(|task| task.state),
+            &task_id,
+            &self.settings.worker_id,
+            capacity,
+            self.ports.clock.now(),
+        );
         match admission {
-            Admission::Admit => self.start(assignment),
+            Admission::Admit => {}
             Admission::Reject(reason) => {
                 warn!(task_id = %task_id, reason = reason.wire_text(), limit = self.settings.policy.configured(), "Rejecting task");
-                self.ports.metrics.record(Signal::TaskRejected(reason));
-                self.report(TaskReport::Rejected {
-                    task_id,
-                    reason: reason.wire_text().to_owned(),
-                });
             }
             Admission::Duplicate => {
                 warn!(task_id = %task_id, "Ignoring duplicate assignment for a task that is still running; its claim was sent and its result will follow");
             }
         }
-    }
-
-    fn start(&mut self, assignment: Assignment) {
-        let task_id = assignment.task_id.clone();
-        self.report(TaskReport::Claimed {
-            task_id: task_id.clone(),
-            worker_id: self.settings.worker_id.clone(),
-        });
-        self.ports.metrics.record(Signal::TaskClaimed);
-        let spec = prepare(&assignment, &self.settings.spec);
-        let cancel = CancellationToken::new();
-        let executor = self.ports.executor.clone();
-        let token = cancel.clone();
-        let id = task_id.clone();
-        let span = info_span!("task", task_id = %task_id);
-        info!(parent: &span, title = %assignment.task.title, image = %spec.image, "Starting task execution");
-        let handle = self.executions.spawn(
-            async move {
-                let outcome = executor.run(&spec, token).await;
-                (id, outcome)
-            }
-            .instrument(span),
-        );
-        self.execution_ids.insert(handle.id(), task_id.clone());
         // A spawned (dispatched) entry for the same run is replaced by the new execution.
-        self.tasks.insert(
-            task_id,
-            ActiveTask {
-                state: TaskState::started(self.ports.clock.now()),
-                execution_id: assignment.execution_id,
-                cancel,
-            },
-        );
+        let mut execution = previous.map(|task| task.execution);
+        for effect in effects {
+            self.carry_out(&task_id, &mut execution, Some(&assignment), effect);
+        }
+        self.settle(task_id, next, execution);
     }
 
     /// Forgets dispatched tasks older than [`SPAWNED_RETENTION`].
@@ -241,85 +425,167 @@ impl Supervisor {
         self.apply(task_id, TaskEvent::CancelRequested(CancelSource::User));
     }
 
-    fn on_joined(&mut self, joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>) {
-        let (task_id, outcome) = match joined {
-            Ok((id, (task_id, outcome))) => {
-                self.execution_ids.remove(&id);
-                (task_id, outcome)
-            }
-            Err(join_error) => {
-                let Some(task_id) = self.execution_ids.remove(&join_error.id()) else {
-                    return;
-                };
-                error!(task_id = %task_id, "executor panicked or was aborted: {join_error}");
-                let failure = TaskFailure::backend(
-                    FailureReason::Unknown,
-                    "the executor crashed while running the task",
-                );
-                (task_id, Err(failure))
-            }
+    fn on_crashed(&mut self, crashed: &JoinError) {
+        // An abandoned execution was aborted and has left the table already.
+        let Some(task_id) = self
+            .tasks
+            .iter()
+            .find(|(_, task)| task.execution.handle.id() == crashed.id())
+            .map(|(task_id, _)| task_id.clone())
+        else {
+            return;
         };
-        self.apply(&task_id, TaskEvent::Finished(outcome));
+        error!(task_id = %task_id, "executor panicked or was aborted: {crashed}");
+        let failure = TaskFailure::backend(
+            FailureReason::Unknown,
+            "the executor crashed while running the task",
+        );
+        self.apply(&task_id, TaskEvent::Finished(Err(failure)));
     }
 
-    /// Applies an event to a task and carries out the effects.
+    /// Closes intake (every phase after `Running` rejects assignments) and stops the tasks.
+    fn begin_shutdown(&mut self, why: Stopped) {
+        info!("Shutting down worker...");
+        self.stopped = why;
+        self.stop_tasks();
+    }
+
+    /// A backend whose tasks survive a restart keeps them running, and the loop goes on to
+    /// flushing. Otherwise every task gets a shutdown cancel and the loop waits for the
+    /// executions in [`Phase::Stopping`], until the stop deadline.
+    fn stop_tasks(&mut self) {
+        let n = self.tasks.len();
+        if self.ports.executor.survives_daemon_restart() {
+            if n > 0 {
+                info!("Preserving {n} active tasks during worker shutdown");
+            }
+            self.enter_flushing();
+            return;
+        }
+        if n > 0 {
+            info!("Cancelling {n} active tasks");
+        }
+        let deadline = Instant::now() + self.settings.deadlines.stop;
+        self.phase = Phase::Stopping { deadline };
+        self.step = Some(Box::pin(async move {
+            tokio::time::sleep_until(deadline).await;
+            Event::StopDeadline
+        }));
+        let task_ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
+        for task_id in task_ids {
+            self.apply(&task_id, TaskEvent::CancelRequested(CancelSource::Shutdown));
+        }
+    }
+
+    /// At the stop deadline: executions still holding a slot are abandoned.
+    fn abandon_stuck(&mut self) {
+        let stuck: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.state.holds_slot())
+            .map(|(task_id, _)| task_id.clone())
+            .collect();
+        for task_id in stuck {
+            warn!(task_id = %task_id, "Task did not stop within {:?}; abandoning it", self.settings.deadlines.stop);
+            self.apply(&task_id, TaskEvent::Abandoned);
+        }
+    }
+
+    fn enter_flushing(&mut self) {
+        self.phase = Phase::Flushing;
+        let (source, bound) = (self.ports.source.clone(), self.settings.deadlines.flush);
+        self.step = Some(Box::pin(async move {
+            Event::Flushed {
+                delivered: source.flush(bound).await,
+            }
+        }));
+    }
+
+    fn enter_backend_shutdown(&mut self) {
+        self.phase = Phase::BackendShutdown;
+        self.backend_cancels.abort_all();
+        let (executor, bound) = (self.ports.executor.clone(), self.settings.deadlines.backend);
+        self.step = Some(Box::pin(async move {
+            Event::BackendStopped {
+                in_time: tokio::time::timeout(bound, executor.shutdown())
+                    .await
+                    .is_ok(),
+            }
+        }));
+    }
+
+    /// Applies a lifecycle event to a task in the table and carries out the effects.
     fn apply(&mut self, task_id: &TaskId, event: TaskEvent) {
-        let Some(entry) = self.tasks.get(task_id) else {
+        let Some(task) = self.tasks.remove(task_id) else {
             return;
         };
         let now = self.ports.clock.now();
-        let Transition { next, effects } = match entry.state.apply(task_id, event, now) {
+        let Transition { next, effects } = match task.state.apply(task_id, event, now) {
             Ok(transition) => transition,
             Err(err) => {
                 error!(task_id = %task_id, "{err}");
+                self.tasks.insert(task_id.clone(), task);
                 return;
             }
         };
-        let (cancel, execution_id) = (entry.cancel.clone(), entry.execution_id.clone());
-        match next {
-            Some(state) => {
-                if let Some(entry) = self.tasks.get_mut(task_id) {
-                    entry.state = state;
-                }
-            }
-            None => {
-                self.tasks.remove(task_id);
-            }
-        }
+        let mut execution = Some(task.execution);
         for effect in effects {
-            self.carry_out(task_id, &execution_id, &cancel, effect);
+            self.carry_out(task_id, &mut execution, None, effect);
+        }
+        self.settle(task_id.clone(), next, execution);
+    }
+
+    /// Puts the task's next state back in the table (`None` leaves it out).
+    fn settle(&mut self, task_id: TaskId, next: Option<TaskState>, execution: Option<Execution>) {
+        match (next, execution) {
+            (Some(state), Some(execution)) => {
+                self.tasks.insert(task_id, ActiveTask { state, execution });
+            }
+            (Some(state), None) => {
+                error!(task_id = %task_id, "no execution for a task in state {state:?}; dropping it");
+            }
+            (None, _) => {}
         }
     }
 
+    /// Carries out one effect for `task_id`. `assignment` is present while an assignment is
+    /// being admitted, the one time an execution can start.
     fn carry_out(
         &mut self,
         task_id: &TaskId,
-        execution_id: &str,
-        cancel: &CancellationToken,
+        execution: &mut Option<Execution>,
+        assignment: Option<&Assignment>,
         effect: Effect,
     ) {
         match effect {
-            Effect::CancelExecution => cancel.cancel(),
+            Effect::StartExecution => match assignment {
+                Some(assignment) => *execution = Some(self.start(assignment)),
+                None => error!(task_id = %task_id, "start requested without an assignment"),
+            },
+            Effect::CancelExecution => {
+                if let Some(execution) = execution {
+                    execution.cancel.cancel();
+                }
+            }
+            Effect::AbortExecution => {
+                if let Some(execution) = execution {
+                    execution.handle.abort();
+                }
+            }
             Effect::InvokeBackendCancel => {
-                info!(task_id = %task_id, "Requesting backend cancellation");
-                let executor = self.ports.executor.clone();
-                let (id, execution_id) = (task_id.clone(), execution_id.to_owned());
-                self.backend_cancels.spawn(async move {
-                    match tokio::time::timeout(
-                        BACKEND_CANCEL_TIMEOUT,
-                        executor.cancel(&id, &execution_id),
-                    )
-                    .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => warn!(task_id = %id, "Backend cancellation failed: {err}"),
-                        Err(_) => warn!(task_id = %id, "Backend cancellation timed out"),
-                    }
-                });
+                let execution_id = execution
+                    .as_ref()
+                    .map(|execution| execution.execution_id.clone())
+                    .unwrap_or_default();
+                self.invoke_backend_cancel(task_id, execution_id);
             }
             Effect::Report(report) => {
                 log_terminal(&report);
                 self.report(report);
+            }
+            Effect::RecordClaimed => self.ports.metrics.record(Signal::TaskClaimed),
+            Effect::RecordRejected(reason) => {
+                self.ports.metrics.record(Signal::TaskRejected(reason));
             }
             Effect::RecordFinished {
                 result,
@@ -338,95 +604,66 @@ impl Supervisor {
         }
     }
 
+    fn start(&mut self, assignment: &Assignment) -> Execution {
+        let task_id = assignment.task_id.clone();
+        let spec = prepare(assignment, &self.settings.spec);
+        let cancel = CancellationToken::new();
+        let executor = self.ports.executor.clone();
+        let token = cancel.clone();
+        let span = info_span!("task", task_id = %task_id);
+        info!(parent: &span, title = %assignment.task.title, image = %spec.image, "Starting task execution");
+        let handle = self.executions.spawn(
+            async move {
+                let outcome = executor.run(&spec, token).await;
+                (task_id, outcome)
+            }
+            .instrument(span),
+        );
+        Execution {
+            execution_id: assignment.execution_id.clone(),
+            cancel,
+            handle,
+        }
+    }
+
+    /// Calls the executor's best-effort cancel hook, bounded by [`BACKEND_CANCEL_TIMEOUT`]; its
+    /// end comes back as [`Event::BackendCancelDone`].
+    fn invoke_backend_cancel(&mut self, task_id: &TaskId, execution_id: String) {
+        info!(task_id = %task_id, "Requesting backend cancellation");
+        let executor = self.ports.executor.clone();
+        let task_id = task_id.clone();
+        self.backend_cancels.spawn(async move {
+            let outcome = match tokio::time::timeout(
+                BACKEND_CANCEL_TIMEOUT,
+                executor.cancel(&task_id, &execution_id),
+            )
+            .await
+            {
+                Ok(Ok(())) => HookOutcome::Done,
+                Ok(Err(err)) => HookOutcome::Failed(err),
+                Err(_) => HookOutcome::TimedOut,
+            };
+            (task_id, outcome)
+        });
+    }
+
     fn report(&self, report: TaskReport) {
         let task_id = report.task_id().clone();
         if let Err(err) = self.ports.source.report(report) {
             error!(task_id = %task_id, "Failed to queue report: {err}");
         }
     }
+}
 
-    /// The shutdown sequence: stop intake, cancel (or preserve) running tasks, wait for them
-    /// within the stop deadline, flush reports, stop the backend.
-    async fn shutdown_sequence(&mut self, events: &mut mpsc::Receiver<ControlEvent>) {
-        info!("Shutting down worker...");
-        self.shutting_down = true;
-        let n = self.tasks.len();
-        if self.ports.executor.survives_daemon_restart() {
-            if n > 0 {
-                info!("Preserving {n} active tasks during worker shutdown");
-            }
-        } else {
-            if n > 0 {
-                info!("Cancelling {n} active tasks");
-            }
-            let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
-            for task_id in ids {
-                self.apply(&task_id, TaskEvent::CancelRequested(CancelSource::Shutdown));
-            }
-            self.wait_for_cancelled(events).await;
+/// Waits for the current phase's step, if any; takes it once it is done.
+async fn run_step(step: &mut Option<Step>) -> Event {
+    match step {
+        Some(future) => {
+            let event = future.await;
+            *step = None;
+            event
         }
-        let flushed = self.ports.source.flush(self.settings.deadlines.flush).await;
-        if !flushed {
-            warn!(
-                "Some reports were not delivered within {:?}",
-                self.settings.deadlines.flush
-            );
-        }
-        self.backend_cancels.abort_all();
-        if tokio::time::timeout(
-            self.settings.deadlines.backend,
-            self.ports.executor.shutdown(),
-        )
-        .await
-        .is_err()
-        {
-            warn!(
-                "Backend shutdown did not finish within {:?}",
-                self.settings.deadlines.backend
-            );
-        }
-    }
-
-    /// Waits for cancelled executions to return, still answering the control plane (new
-    /// assignments are rejected). Executions that miss the deadline are aborted and reported
-    /// as `graceful_shutdown` so the server can run them again.
-    async fn wait_for_cancelled(&mut self, events: &mut mpsc::Receiver<ControlEvent>) {
-        let deadline = tokio::time::sleep(self.settings.deadlines.stop);
-        tokio::pin!(deadline);
-        let mut events_open = true;
-        while self.running() > 0 {
-            tokio::select! {
-                biased;
-                Some(joined) = self.executions.join_next_with_id() => self.on_joined(joined),
-                event = events.recv(), if events_open => match event {
-                    Some(event) => self.handle_event(event),
-                    None => events_open = false,
-                },
-                () = &mut deadline => break,
-            }
-        }
-        let stuck: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.state.holds_slot())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for task_id in stuck {
-            warn!(task_id = %task_id, "Task did not stop within {:?}; abandoning it", self.settings.deadlines.stop);
-            self.tasks.remove(&task_id);
-            self.ports.metrics.record(Signal::TaskFinished {
-                result: TaskResult::Failed,
-                duration: Duration::ZERO,
-                failure: Some((FailurePhase::Backend, FailureReason::GracefulShutdown)),
-            });
-            self.report(TaskReport::Failed {
-                task_id,
-                message: INTERRUPTED_MESSAGE.to_owned(),
-                failure_reason: FailureReason::GracefulShutdown,
-                exit_code: None,
-            });
-        }
-        self.executions.abort_all();
+        None => std::future::pending().await,
     }
 }
 

@@ -16,8 +16,8 @@ pub mod spec;
 pub mod task;
 
 pub use failure::{CancelSource, Exit, FailurePhase, FailureReason, TaskFailure, TaskResult};
-pub use lifecycle::{Effect, TaskEvent, TaskState, Transition, TransitionError};
-pub use policy::{Admission, ConcurrencyPolicy, RejectReason};
+pub use lifecycle::{Capacity, Effect, TaskEvent, TaskState, Transition, TransitionError, assign};
+pub use policy::{Admission, ConcurrencyPolicy, Intake, RejectReason};
 pub use report::TaskReport;
 pub use secret::ApiKey;
 pub use spec::{SpecSettings, TaskSpec};

@@ -22,6 +22,16 @@ pub enum Admission {
     Duplicate,
 }
 
+/// Whether the worker takes new tasks: open while running, closed from the moment shutdown (or
+/// a drain) begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// New assignments are admitted while a slot is free.
+    Open,
+    /// Every new assignment is rejected as [`RejectReason::ShuttingDown`].
+    Closed,
+}
+
 /// Why a task was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
@@ -75,11 +85,11 @@ impl ConcurrencyPolicy {
     }
 
     /// Decides on one assignment given how many executions hold a slot now, whether this
-    /// `task_id` is already executing, and whether shutdown has begun.
-    pub fn admit(&self, running: usize, already_running: bool, shutting_down: bool) -> Admission {
+    /// `task_id` is already executing, and whether intake is open.
+    pub fn admit(&self, running: usize, already_running: bool, intake: Intake) -> Admission {
         if already_running {
             Admission::Duplicate
-        } else if shutting_down {
+        } else if intake == Intake::Closed {
             Admission::Reject(RejectReason::ShuttingDown)
         } else if self.limit.is_some_and(|limit| running >= limit.get()) {
             Admission::Reject(RejectReason::AtCapacity)
@@ -96,7 +106,7 @@ mod tests {
     #[test]
     fn admission_table() {
         let cases = [
-            // (configured, running, duplicate, shutting down, expected)
+            // (configured, running, duplicate, intake closed, expected)
             (0, 1000, false, false, Admission::Admit),
             (-1, 5, false, false, Admission::Admit),
             (2, 0, false, false, Admission::Admit),
@@ -127,8 +137,13 @@ mod tests {
         ];
         for (configured, running, dup, stopping, expected) in cases {
             let policy = ConcurrencyPolicy::from_configured(configured);
+            let intake = if stopping {
+                Intake::Closed
+            } else {
+                Intake::Open
+            };
             assert_eq!(
-                policy.admit(running, dup, stopping),
+                policy.admit(running, dup, intake),
                 expected,
                 "max={configured} running={running} dup={dup} stopping={stopping}"
             );

@@ -1,6 +1,8 @@
-//! The Kubernetes executor against a real kube-apiserver + kube-controller-manager v1.20.2
-//! (scripts/setup/40-kubernetes.sh). The test plays the kubelet by patching pod status; the real
-//! job controller creates the Pods and sets the Job's conditions.
+//! The Kubernetes executor against the v1.20.2 test cluster of scripts/setup/40-kubernetes.sh:
+//! real API server, job controller, scheduler and kubelet (tasks run in real pods on the
+//! machine's Docker Engine). Tests named `pretend_kubelet` patch pod status themselves, for
+//! states the real kubelet cannot be made to produce on demand here (eviction), or to inspect a
+//! Job shape that no node could run; their pods are bound to a node no kubelet serves.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -56,6 +58,17 @@ async fn start(config: KubernetesConfig, spec: TaskSpec) -> Started {
     }
 }
 
+/// A task on the real node, with `env` for the stand-in `oz`.
+async fn started_on_node(
+    tweak: impl FnOnce(&mut KubernetesConfig),
+    env: &[(&str, &str)],
+) -> Started {
+    let admin = k8s::admin().await;
+    let mut config = k8s::node_worker_config(&k8s::namespace(&admin).await);
+    tweak(&mut config);
+    start(config, k8s::node_task_spec(SECRET, env)).await
+}
+
 async fn started(tweak: impl FnOnce(&mut KubernetesConfig)) -> Started {
     let admin = k8s::admin().await;
     let mut config = k8s::worker_config(&k8s::namespace(&admin).await);
@@ -80,11 +93,11 @@ async fn job_gone(admin: &Client, ns: &str, name: &str) {
 
 #[tokio::test]
 async fn kubernetes_success_deletes_the_job_and_keeps_secrets_out_of_its_spec() {
-    if !require("kubernetes api server", k8s::available()) {
+    if !require("kubernetes node", k8s::node_available()) {
         return;
     }
     let admin = k8s::admin().await;
-    let mut config = k8s::worker_config(&k8s::namespace(&admin).await);
+    let mut config = k8s::node_worker_config(&k8s::namespace(&admin).await);
     config.extra_labels = BTreeMap::from([
         ("team".to_owned(), "agents".to_owned()),
         ("oz-task-id".to_owned(), "spoofed".to_owned()),
@@ -106,7 +119,7 @@ async fn kubernetes_success_deletes_the_job_and_keeps_secrets_out_of_its_spec() 
         .await
         .unwrap()
         .boxed();
-    let mut s = start(config.clone(), k8s::task_spec(SECRET)).await;
+    let mut s = start(config.clone(), k8s::node_task_spec(SECRET, &[])).await;
     let job: Job = Api::namespaced(s.admin.clone(), &s.namespace)
         .get(&s.job_name)
         .await
@@ -202,19 +215,17 @@ async fn kubernetes_success_deletes_the_job_and_keeps_secrets_out_of_its_spec() 
         "8 h by default"
     );
 
-    k8s::set_pod_status(&s.admin, &s.namespace, &s.pod, PodStatus::Running).await;
-    k8s::set_pod_status(&s.admin, &s.namespace, &s.pod, PodStatus::Exited(0)).await;
+    // The real kubelet runs the pod to completion.
     assert_eq!(finish(&mut s).await, Ok(Exit::Succeeded));
     job_gone(&s.admin, &s.namespace, &s.job_name).await;
 }
 
 #[tokio::test]
 async fn kubernetes_exit_code_n_is_container_exit_with_the_code_and_keeps_the_job() {
-    if !require("kubernetes api server", k8s::available()) {
+    if !require("kubernetes node", k8s::node_available()) {
         return;
     }
-    let mut s = started(|_| {}).await;
-    k8s::set_pod_status(&s.admin, &s.namespace, &s.pod, PodStatus::Exited(3)).await;
+    let mut s = started_on_node(|_| {}, &[("OZ_STANDIN_EXIT", "3")]).await;
     let failure = finish(&mut s).await.unwrap_err();
     assert_eq!(failure.reason, FailureReason::ContainerExit);
     assert_eq!(failure.exit_code, Some(3));
@@ -235,23 +246,30 @@ async fn kubernetes_exit_code_n_is_container_exit_with_the_code_and_keeps_the_jo
 
 #[tokio::test]
 async fn kubernetes_unschedulable_pod_fails_after_the_timeout() {
-    if !require("kubernetes api server", k8s::available()) {
+    if !require("kubernetes node", k8s::node_available()) {
         return;
     }
     let timeout = Duration::from_secs(2);
     let before = Instant::now();
-    let mut s = started(|c| c.unschedulable_timeout = Some(timeout)).await;
+    // A node selector no node matches: the real scheduler marks the pod Unschedulable.
+    let mut s = started_on_node(
+        |c| {
+            c.unschedulable_timeout = Some(timeout);
+            c.pod_template = Some(json!({ "nodeSelector": { "oz-test/pool": "nowhere" } }));
+        },
+        &[],
+    )
+    .await;
     let pod: Pod = Api::namespaced(s.admin.clone(), &s.namespace)
         .get(&s.pod)
         .await
         .unwrap();
     let created = pod.metadata.creation_timestamp.unwrap().0;
-    k8s::set_pod_status(&s.admin, &s.namespace, &s.pod, PodStatus::Unschedulable).await;
     let failure = finish(&mut s).await.unwrap_err();
     let (now, elapsed) = (k8s_openapi::jiff::Timestamp::now(), before.elapsed());
     assert_eq!(failure.reason, FailureReason::Unschedulable);
     assert!(
-        failure.message.contains("Insufficient cpu"),
+        failure.message.contains("0/1 nodes are available"),
         "{}",
         failure.message
     );
@@ -270,24 +288,30 @@ async fn kubernetes_unschedulable_pod_fails_after_the_timeout() {
 
 #[tokio::test]
 async fn kubernetes_image_pull_failure_carries_the_waiting_reason() {
-    if !require("kubernetes api server", k8s::available()) {
+    if !require("kubernetes node", k8s::node_available()) {
         return;
     }
-    let mut s = started(|_| {}).await;
-    k8s::set_pod_status(&s.admin, &s.namespace, &s.pod, PodStatus::ImagePullFailed).await;
+    let admin = k8s::admin().await;
+    let config = k8s::node_worker_config(&k8s::namespace(&admin).await);
+    let spec = k8s::task_spec_on(
+        "oz-test/absent:never-built",
+        &k8s::node_sidecar(),
+        SECRET,
+        &[],
+    );
+    let mut s = start(config, spec).await;
     let failure = finish(&mut s).await.unwrap_err();
     assert_eq!(failure.reason, FailureReason::ImagePull);
     assert!(
-        failure
-            .message
-            .contains("ErrImagePull: rpc error: pull access denied"),
+        failure.message.contains("container task in pod")
+            && failure.message.contains("is waiting: ErrImageNeverPull"),
         "{}",
         failure.message
     );
 }
 
 #[tokio::test]
-async fn kubernetes_eviction_is_evicted() {
+async fn kubernetes_pretend_kubelet_eviction_is_evicted() {
     if !require("kubernetes api server", k8s::available()) {
         return;
     }
@@ -304,10 +328,14 @@ async fn kubernetes_eviction_is_evicted() {
 
 #[tokio::test]
 async fn kubernetes_active_deadline_is_reported_from_the_job_controller() {
-    if !require("kubernetes api server", k8s::available()) {
+    if !require("kubernetes node", k8s::node_available()) {
         return;
     }
-    let mut s = started(|c| c.active_deadline_seconds = Some(2)).await;
+    let mut s = started_on_node(
+        |c| c.active_deadline_seconds = Some(2),
+        &[("OZ_STANDIN_SLEEP", "300")],
+    )
+    .await;
     let failure = finish(&mut s).await.unwrap_err();
     assert_eq!(
         failure.reason,
@@ -324,11 +352,10 @@ async fn kubernetes_active_deadline_is_reported_from_the_job_controller() {
 
 #[tokio::test]
 async fn kubernetes_cancel_deletes_the_job_its_pods_and_its_secret() {
-    if !require("kubernetes api server", k8s::available()) {
+    if !require("kubernetes node", k8s::node_available()) {
         return;
     }
-    let mut s = started(|_| {}).await;
-    k8s::set_pod_status(&s.admin, &s.namespace, &s.pod, PodStatus::Running).await;
+    let mut s = started_on_node(|_| {}, &[("OZ_STANDIN_SLEEP", "300")]).await;
     s.cancel.cancel();
     assert_eq!(finish(&mut s).await, Ok(Exit::Cancelled));
     job_gone(&s.admin, &s.namespace, &s.job_name).await;
@@ -347,13 +374,14 @@ async fn kubernetes_cancel_deletes_the_job_its_pods_and_its_secret() {
 }
 
 #[tokio::test]
-async fn kubernetes_pod_template_survives_a_round_trip_through_the_server() {
+async fn kubernetes_pretend_kubelet_pod_template_survives_a_round_trip_through_the_server() {
     if !require("kubernetes api server", k8s::available()) {
         return;
     }
     let admin = k8s::admin().await;
     let mut config = k8s::worker_config(&k8s::namespace(&admin).await);
     config.pod_template = Some(json!({
+        "nodeName": k8s::PRETEND_NODE,
         "nodeSelector": { "pool": "agents" },
         "tolerations": [{ "key": "dedicated", "operator": "Equal", "value": "agents", "effect": "NoSchedule" }],
         "containers": [
@@ -480,7 +508,8 @@ async fn kubernetes_preflight_names_missing_permissions_namespace_and_server() {
 }
 
 #[tokio::test]
-async fn kubernetes_daemon_shutdown_leaves_the_running_job_and_a_restarted_worker_finds_it() {
+async fn kubernetes_pretend_kubelet_daemon_shutdown_leaves_the_running_job_and_a_restarted_worker_finds_it()
+ {
     if !require("kubernetes api server", k8s::available()) {
         return;
     }
@@ -547,7 +576,7 @@ async fn kubernetes_daemon_shutdown_leaves_the_running_job_and_a_restarted_worke
     let decoy: Job = serde_json::from_value(json!({
         "metadata": { "name": "decoy", "labels": {
             "app.kubernetes.io/managed-by": "oz-agent-worker", "oz-worker-hash": "0000000000000000" } },
-        "spec": { "template": { "spec": { "restartPolicy": "Never",
+        "spec": { "template": { "spec": { "restartPolicy": "Never", "nodeName": k8s::PRETEND_NODE,
             "containers": [{ "name": "c", "image": "oz-test/busybox:1" }] } } }
     }))
     .unwrap();
@@ -566,10 +595,10 @@ async fn kubernetes_daemon_shutdown_leaves_the_running_job_and_a_restarted_worke
 
 #[tokio::test]
 async fn kubernetes_an_external_delete_of_the_job_is_job_watch() {
-    if !require("kubernetes api server", k8s::available()) {
+    if !require("kubernetes node", k8s::node_available()) {
         return;
     }
-    let mut s = started(|_| {}).await;
+    let mut s = started_on_node(|_| {}, &[("OZ_STANDIN_SLEEP", "300")]).await;
     let jobs: Api<Job> = Api::namespaced(s.admin.clone(), &s.namespace);
     let background = kube::api::DeleteParams::background();
     jobs.delete(&s.job_name, &background).await.unwrap();
@@ -580,4 +609,47 @@ async fn kubernetes_an_external_delete_of_the_job_is_job_watch() {
         "{}",
         failure.message
     );
+}
+
+#[tokio::test]
+async fn kubernetes_pretend_kubelet_concurrent_tasks_share_one_job_watch_and_one_pod_watch() {
+    if !require("kubernetes api server", k8s::available()) {
+        return;
+    }
+    let admin = k8s::admin().await;
+    let config = k8s::worker_config(&k8s::namespace(&admin).await);
+    let executor = KubernetesExecutor::connect(&config).await.expect("connect");
+    assert_eq!(executor.watch_lists(), 0, "no watch before the first task");
+    let cancel = CancellationToken::new();
+    let mut runs = Vec::new();
+    let mut pods = Vec::new();
+    for _ in 0..4 {
+        let spec = k8s::task_spec(SECRET);
+        let names = k8s::names(&config, &spec);
+        let (executor, token) = (executor.clone(), cancel.clone());
+        runs.push(tokio::spawn(
+            async move { executor.run(&spec, token).await },
+        ));
+        pods.push(k8s::task_pod(&admin, &config.namespace, &names).await);
+    }
+    // Every task's pod exists; each task waits on its slice of the shared state. (The API
+    // server's own watcher count is in benches/kubernetes.rs, where no other test runs.)
+    assert_eq!(
+        executor.watch_lists(),
+        2,
+        "one list per watch, not per task"
+    );
+    // One pod fails (the pretend kubelet): only its task ends, with its own failure.
+    k8s::set_pod_status(&admin, &config.namespace, &pods[0], PodStatus::Evicted).await;
+    let first = tokio::time::timeout(WAIT, runs.remove(0))
+        .await
+        .expect("the evicted task ends")
+        .unwrap();
+    assert_eq!(first.unwrap_err().reason, FailureReason::Evicted);
+    assert!(runs.iter().all(|r| !r.is_finished()), "the others wait on");
+    cancel.cancel();
+    for run in runs {
+        let outcome = tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
+        assert_eq!(outcome, Ok(Exit::Cancelled));
+    }
 }

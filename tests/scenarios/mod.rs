@@ -10,5 +10,6 @@ mod direct_processes;
 mod docker;
 mod docker_images;
 mod kubernetes;
+mod kubernetes_node;
 mod local_control_plane;
 mod sdk;

@@ -1,6 +1,8 @@
-//! Kubernetes test harness: the API server started by scripts/setup/40-kubernetes.sh, an admin
-//! client, and "kubelet" helpers that patch pod status (there is no kubelet in the test cluster;
-//! the real job controller creates the Pods and reacts to their status).
+//! Kubernetes test harness: the cluster started by scripts/setup/40-kubernetes.sh (API server,
+//! job controller, scheduler and one real kubelet on the machine's Docker Engine), an admin
+//! client, the daemon on the Kubernetes backend, and "pretend kubelet" helpers that patch pod
+//! status, for the states the real kubelet cannot be made to produce on demand (eviction); pods
+//! meant for them are bound to a node no kubelet serves ([`PRETEND_NODE`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,28 +66,64 @@ pub(crate) async fn namespace(client: &Client) -> String {
     name
 }
 
-/// The worker config used by the tests: admin kubeconfig, `namespace`, fast unschedulable.
+/// The node name of the pods whose status the tests patch (no kubelet serves it).
+pub(crate) const PRETEND_NODE: &str = "oz-pretend-kubelet";
+
+/// The worker config of the pretend-kubelet tests: admin kubeconfig, `namespace`, fast
+/// unschedulable, and pods bound to a node no kubelet serves (`nodeName: oz-pretend-kubelet`),
+/// so the real scheduler and kubelet leave them to the test.
 pub(crate) fn worker_config(namespace: &str) -> KubernetesConfig {
     KubernetesConfig {
         worker_id: "oz-test-worker".to_owned(),
         namespace: namespace.to_owned(),
         kubeconfig: admin_kubeconfig(),
         unschedulable_timeout: Some(Duration::from_secs(1)),
+        pod_template: Some(json!({ "nodeName": PRETEND_NODE })),
         ..KubernetesConfig::default()
     }
 }
 
 /// A task spec with a unique id, a secret env value and a sidecar.
 pub(crate) fn task_spec(secret: &str) -> TaskSpec {
+    task_spec_on("oz-test/busybox:1", "warp/agent:1", secret, &[])
+}
+
+/// A task spec for the real node: the busybox test image, the stand-in `oz` sidecar, `env`.
+pub(crate) fn node_task_spec(secret: &str, env: &[(&str, &str)]) -> TaskSpec {
+    task_spec_on(&node_image(), &node_sidecar(), secret, env)
+}
+
+/// A task spec with a unique id on `image` and `sidecar`, a secret env value and `env`.
+pub(crate) fn task_spec_on(
+    image: &str,
+    sidecar: &str,
+    secret: &str,
+    env: &[(&str, &str)],
+) -> TaskSpec {
     let id = format!("019f5de4-{:04x}-762e-92ed-199c971abcba", fastrand::u16(..));
     let mut assignment = Assignment::new(TaskId::parse(id).unwrap());
     assignment.execution_id = format!("exec-{:08x}", fastrand::u32(..));
-    assignment.docker_image = Some("oz-test/busybox:1".to_owned());
-    assignment.sidecar_image = Some("warp/agent:1".to_owned());
+    assignment.docker_image = Some(image.to_owned());
+    assignment.sidecar_image = Some(sidecar.to_owned());
     assignment
         .env_vars
         .insert("GITHUB_TOKEN".to_owned(), secret.to_owned());
+    for (name, value) in env {
+        assignment
+            .env_vars
+            .insert((*name).to_owned(), (*value).to_owned());
+    }
     prepare(&assignment, &SpecSettings::default())
+}
+
+/// The worker config of the real-node tests: like [`worker_config`], with pods for the real
+/// scheduler and kubelet and `imagePullPolicy: Never` (nothing can be pulled).
+pub(crate) fn node_worker_config(namespace: &str) -> KubernetesConfig {
+    KubernetesConfig {
+        pod_template: None,
+        image_pull_policy: oz_agent_worker::adapters::kubernetes::ImagePullPolicy::Never,
+        ..worker_config(namespace)
+    }
 }
 
 /// The names the worker gives `spec`'s objects.
@@ -209,11 +247,44 @@ pub(crate) fn expected_labels(
 }
 
 /// Starts the real daemon (config file → bootstrap → run) on the Kubernetes backend against
-/// the admin kubeconfig, `namespace`, as `worker_id`, connected to `cp`.
+/// the admin kubeconfig, `namespace`, as `worker_id`, connected to `cp`; its pods go to the
+/// pretend kubelet's node.
 pub(crate) async fn spawn_daemon(
     cp: &LocalControlPlane,
     namespace: &str,
     worker_id: &str,
+) -> Daemon {
+    let extra = format!("    pod_template: {{nodeName: {PRETEND_NODE}}}\n");
+    spawn_daemon_with(cp, namespace, worker_id, &extra, &[]).await
+}
+
+/// Whether the test cluster has a node (a real kubelet and kube-scheduler, started by
+/// 40-kubernetes.sh) and the busybox test images pods can run.
+pub(crate) fn node_available() -> bool {
+    available()
+        && std::env::var_os("OZ_TEST_KUBE_NODE").is_some()
+        && std::env::var_os("OZ_TEST_DOCKER_IMAGE").is_some()
+        && std::env::var_os("OZ_TEST_KUBE_SIDECAR").is_some()
+}
+
+/// The busybox task image (local to the node's Docker Engine).
+pub(crate) fn node_image() -> String {
+    std::env::var("OZ_TEST_DOCKER_IMAGE").expect("set by 20-docker.sh")
+}
+
+/// The sidecar image whose `/entrypoint.sh` is the stand-in `oz` (with GNU tar, for the copy).
+pub(crate) fn node_sidecar() -> String {
+    std::env::var("OZ_TEST_KUBE_SIDECAR").expect("set by 40-kubernetes.sh")
+}
+
+/// Starts the real daemon on the Kubernetes backend like [`spawn_daemon`], with `extra` YAML
+/// lines under `backend.kubernetes` (already indented by four spaces) and `args` appended.
+pub(crate) async fn spawn_daemon_with(
+    cp: &LocalControlPlane,
+    namespace: &str,
+    worker_id: &str,
+    extra: &str,
+    args: &[&str],
 ) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.yaml");
@@ -221,22 +292,39 @@ pub(crate) async fn spawn_daemon(
     std::fs::write(
         &config_file,
         format!(
-            "worker_id: {worker_id}\nbackend:\n  kubernetes:\n    namespace: {namespace}\n    kubeconfig: {}\n",
+            "worker_id: {worker_id}\nbackend:\n  kubernetes:\n    namespace: {namespace}\n    kubeconfig: {}\n{extra}",
             kubeconfig.display()
         ),
     )
     .unwrap();
-    let args = [
-        "--config-file",
-        &config_file.display().to_string(),
-        "--web-socket-url",
-        &cp.ws_url(),
-        "--server-root-url",
-        "http://127.0.0.1:1",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    super::daemon::start(dir, args, &[])
+    let mut all = vec![
+        "--config-file".to_owned(),
+        config_file.display().to_string(),
+        "--web-socket-url".to_owned(),
+        cp.ws_url(),
+        "--server-root-url".to_owned(),
+        "http://127.0.0.1:1".to_owned(),
+    ];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    super::daemon::start(dir, all, &[])
         .await
         .expect("the daemon builds (Kubernetes preflight included)")
+}
+
+/// The ids of the Docker containers (any state) the kubelet made for the pod with `uid`.
+pub(crate) fn pod_containers(uid: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.kubernetes.pod.uid={uid}"),
+        ])
+        .output()
+        .expect("docker runs");
+    assert!(out.status.success(), "docker ps: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }

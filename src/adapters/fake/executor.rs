@@ -23,6 +23,7 @@ enum Behaviour {
     Exits(Duration, i32),
     FailsToStart(FailureReason),
     Hangs,
+    StopsSlowly(Duration),
     Spawns,
 }
 
@@ -47,6 +48,13 @@ impl Script {
     /// Runs until the token fires, then returns `Ok(Exit::Cancelled)`.
     pub fn hangs_until_cancelled() -> Self {
         Self(Behaviour::Hangs)
+    }
+
+    /// Runs until the token fires, then takes `grace` to stop and clean up before it returns
+    /// `Ok(Exit::Cancelled)`: a workload that ignores SIGTERM until the backend's SIGKILL, or a
+    /// slow cleanup.
+    pub fn stops_slowly(grace: Duration) -> Self {
+        Self(Behaviour::StopsSlowly(grace))
     }
 
     /// Hands the task off at once (`Ok(Exit::Spawned)`), like the Command backend.
@@ -83,6 +91,8 @@ struct State {
     cancelled: Vec<TaskId>,
     outcomes: Vec<(TaskId, Result<Exit, TaskFailure>)>,
     backend_cancels: Vec<(TaskId, String)>,
+    cancel_hook_takes: Duration,
+    shutdown_takes: Duration,
     shutdowns: usize,
 }
 
@@ -101,6 +111,18 @@ impl FakeExecutor {
     /// Sets what `survives_daemon_restart` answers (default false).
     pub fn with_survives_daemon_restart(self, survives: bool) -> Self {
         self.lock().survives_daemon_restart = survives;
+        self
+    }
+
+    /// Makes the best-effort `cancel` hook take `duration` before it returns (default: none).
+    pub fn with_cancel_hook_taking(self, duration: Duration) -> Self {
+        self.lock().cancel_hook_takes = duration;
+        self
+    }
+
+    /// Makes `shutdown` take `duration` before it returns (default: none).
+    pub fn with_shutdown_taking(self, duration: Duration) -> Self {
+        self.lock().shutdown_takes = duration;
         self
     }
 
@@ -218,11 +240,14 @@ impl Executor for FakeExecutor {
     }
 
     async fn cancel(&self, task_id: &TaskId, execution_id: &str) -> Result<(), CancelError> {
+        let mut takes = Duration::ZERO;
         self.update(|state| {
             state
                 .backend_cancels
                 .push((task_id.clone(), execution_id.to_owned()));
+            takes = state.cancel_hook_takes;
         });
+        tokio::time::sleep(takes).await;
         Ok(())
     }
 
@@ -231,7 +256,12 @@ impl Executor for FakeExecutor {
     }
 
     async fn shutdown(&self) {
-        self.update(|state| state.shutdowns += 1);
+        let mut takes = Duration::ZERO;
+        self.update(|state| {
+            state.shutdowns += 1;
+            takes = state.shutdown_takes;
+        });
+        tokio::time::sleep(takes).await;
     }
 }
 
@@ -268,6 +298,11 @@ async fn play(script: Script, cancel: &CancellationToken) -> Result<Exit, TaskFa
         )),
         Behaviour::Hangs => {
             cancel.cancelled().await;
+            Ok(Exit::Cancelled)
+        }
+        Behaviour::StopsSlowly(grace) => {
+            cancel.cancelled().await;
+            tokio::time::sleep(grace).await;
             Ok(Exit::Cancelled)
         }
         Behaviour::Spawns => Ok(Exit::Spawned),
@@ -309,6 +344,31 @@ mod tests {
         assert_eq!(fake.cancelled(), [TaskId::parse("hang").unwrap()]);
         assert!(fake.running().is_empty());
         assert_eq!(fake.started().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_stopper_returns_cancelled_only_after_its_grace() {
+        let fake = FakeExecutor::new()
+            .with_default(Script::stops_slowly(Duration::from_secs(30)))
+            .with_cancel_hook_taking(Duration::from_secs(20))
+            .with_shutdown_taking(Duration::from_secs(40));
+        let token = CancellationToken::new();
+        let run = {
+            let (fake, token) = (fake.clone(), token.clone());
+            tokio::spawn(async move { fake.run(&spec("slow"), token).await })
+        };
+        fake.wait_until_running(&TaskId::parse("slow").unwrap())
+            .await;
+        let cancelled_at = tokio::time::Instant::now();
+        token.cancel();
+        assert_eq!(run.await.unwrap(), Ok(Exit::Cancelled));
+        assert_eq!(cancelled_at.elapsed(), Duration::from_secs(30));
+        let id = TaskId::parse("slow").unwrap();
+        let started = tokio::time::Instant::now();
+        fake.cancel(&id, "e1").await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(20));
+        fake.shutdown().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
     }
 
     #[tokio::test]

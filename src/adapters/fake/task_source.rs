@@ -21,6 +21,7 @@ pub struct FakeTaskSource {
 struct Inner {
     reports: Mutex<Vec<TaskReport>>,
     closed: Mutex<bool>,
+    flush_stalls: Mutex<bool>,
     reported: Notify,
 }
 
@@ -47,6 +48,16 @@ impl FakeTaskSource {
                 return self.reports();
             }
         }
+    }
+
+    /// Makes every later `flush` find the queue never drained, as over a connection that
+    /// cannot write: it waits its whole timeout and returns false.
+    pub fn stall_flush(&self) {
+        *self
+            .inner
+            .flush_stalls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
     }
 
     /// Marks the source closed: later reports fail with [`SourceError::Closed`].
@@ -80,7 +91,15 @@ impl TaskSource for FakeTaskSource {
         Ok(())
     }
 
-    async fn flush(&self, _timeout: Duration) -> bool {
-        true
+    async fn flush(&self, timeout: Duration) -> bool {
+        let stalls = *self
+            .inner
+            .flush_stalls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if stalls {
+            tokio::time::sleep(timeout).await;
+        }
+        !stalls
     }
 }

@@ -1,7 +1,7 @@
 //! `KubernetesExecutor`: the `Executor` port on Kubernetes. One Job (plus a Secret holding the
 //! task env values, owned by the Job) per task; the outcome comes from `watch`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,11 +22,12 @@ use super::job::task_objects;
 use super::names::{TaskNames, worker_job_selector};
 use super::preflight::preflight;
 use super::template::parse_pod_template;
-use super::watch::{JobWatch, Outcome};
+use super::watch::{Informer, JobWatch, Outcome};
 use crate::domain::{Exit, FailureReason, TaskFailure};
 use crate::ports::executor::{Executor, TaskSpec};
 
-/// Default period of the safety-net resync (GET the Job, LIST its pods).
+/// Default period of a task's own checks: the events of its pending pods, and a GET of a Job the
+/// shared watch has not shown yet.
 pub(super) const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// Bound on the deletes done after a task ends.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +41,8 @@ pub struct KubernetesExecutor {
     config: Arc<KubernetesConfig>,
     template: Arc<PodSpec>,
     resync_interval: Duration,
+    /// The shared Job and Pod watches, started with the first task.
+    informer: Arc<OnceLock<Informer>>,
 }
 
 impl KubernetesExecutor {
@@ -67,6 +70,7 @@ impl KubernetesExecutor {
             config: Arc::new(config.clone()),
             template: Arc::new(template),
             resync_interval: DEFAULT_RESYNC_INTERVAL,
+            informer: Arc::default(),
         })
     }
 
@@ -86,10 +90,11 @@ impl KubernetesExecutor {
             config: Arc::new(config.clone()),
             template: Arc::new(template),
             resync_interval: DEFAULT_RESYNC_INTERVAL,
+            informer: Arc::default(),
         })
     }
 
-    /// Changes the safety-net resync period (default 30 s).
+    /// Changes the period of a task's own checks (default 30 s).
     #[must_use]
     pub fn with_resync_interval(mut self, interval: Duration) -> Self {
         self.resync_interval = interval;
@@ -99,6 +104,24 @@ impl KubernetesExecutor {
     /// API requests sent since construction (preflight included).
     pub fn api_requests(&self) -> u64 {
         self.client.requests()
+    }
+
+    /// Lists done by the worker's shared Job and Pod watches so far: 0 before the first task,
+    /// 2 once both watches started, one more per re-list (after a `410 Gone`, say).
+    pub fn watch_lists(&self) -> u64 {
+        self.informer.get().map_or(0, Informer::lists)
+    }
+
+    /// The shared watches, started on first use (they live as long as this executor's clones).
+    fn informer(&self) -> &Informer {
+        self.informer.get_or_init(|| {
+            let ns = &self.config.namespace;
+            Informer::start(
+                Api::namespaced(self.client.client.clone(), ns),
+                Api::namespaced(self.client.client.clone(), ns),
+                &worker_job_selector(&self.config.worker_id),
+            )
+        })
     }
 
     /// Names of every Job this worker created (any task, any state), found with
@@ -235,12 +258,12 @@ impl Executor for KubernetesExecutor {
         self.create(spec, &names).await?;
         tracing::info!(job = %names.job_name, namespace = %config.namespace, task_id = %spec.task_id, "Created Kubernetes Job.");
         let watch = JobWatch {
+            informer: self.informer().clone(),
             jobs: Api::namespaced(self.client.client.clone(), &config.namespace),
-            pods: Api::namespaced(self.client.client.clone(), &config.namespace),
             events: Api::namespaced(self.client.client.clone(), &config.namespace),
             job_name: names.job_name.clone(),
             namespace: config.namespace.clone(),
-            pod_selector: names.pod_selector(),
+            execution_hash: names.execution_hash.clone(),
             unschedulable_timeout: config.unschedulable_timeout,
             resync_interval: self.resync_interval,
         };

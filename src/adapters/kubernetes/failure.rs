@@ -9,9 +9,10 @@ use k8s_openapi::jiff::Timestamp;
 use crate::domain::{FailureReason, TaskFailure};
 
 /// Waiting reasons that fail the task at once.
-const FATAL_WAITING: [&str; 5] = [
+const FATAL_WAITING: [&str; 6] = [
     "CreateContainerConfigError",
     "CreateContainerError",
+    "ErrImageNeverPull",
     "ErrImagePull",
     "ImagePullBackOff",
     "InvalidImageName",
@@ -270,7 +271,8 @@ fn container_failure(
         return None;
     }
     let reason = match why {
-        "ErrImagePull" | "ImagePullBackOff" => FailureReason::ImagePull,
+        // `ErrImageNeverPull`: `imagePullPolicy: Never` and the image is not on the node.
+        "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" => FailureReason::ImagePull,
         "InvalidImageName" => FailureReason::InvalidImage,
         _ if init => FailureReason::InitContainer,
         _ => FailureReason::ContainerCreate,

@@ -1,21 +1,29 @@
-//! Waiting for a task Job's outcome: a GET of the Job and a LIST of its pods (the resync), then
-//! watches from those resource versions, re-listing on a `410 Gone`, on a closed stream, every
-//! resync interval, and when an unschedulable pod's timeout falls due (spec §2.6).
+//! Waiting for task Jobs' outcomes from two shared watches per worker, one on Jobs and one on
+//! Pods, both selected by this worker's labels (`kube::runtime::watcher`: list, then watch from
+//! the list's resource version, re-list on `410 Gone`, restart with exponential backoff on
+//! errors). Their events keep an in-memory copy of this worker's Jobs and Pods; each task
+//! subscribes to its own Job and pods and is woken when they change, so the API server holds
+//! two watches for the worker however many tasks run, and re-lists happen once per worker.
 
-use std::pin::Pin;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::api::ListParams;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch as signal;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{api_code, api_message};
 use super::failure::{JobState, PodCheck, inspect_pod, inspect_pod_events, job_failure, job_state};
+use super::names::LABEL_EXECUTION_HASH;
 use crate::domain::{FailureReason, TaskFailure};
 
 /// How a watched task ended.
@@ -29,31 +37,333 @@ pub(super) enum Outcome {
     Cancelled,
 }
 
-/// Consecutive failures to open a watch before the task fails.
-const MAX_OPEN_FAILURES: u32 = 3;
+/// Consecutive errors of a shared watch (each after a backoff: 0.8 s, 1.6 s, 3.2 s, …) after
+/// which the tasks waiting on it fail.
+const MAX_WATCH_ERRORS: u32 = 6;
 
-/// The least time between two openings of the same watch.
-const MIN_REOPEN: Duration = Duration::from_secs(1);
+/// The worker's copy of its Jobs and Pods, fed by the shared watches.
+#[derive(Default)]
+struct State {
+    /// Jobs by name.
+    jobs: HashMap<String, Job>,
+    /// Pods by execution hash, then by pod name.
+    pods: HashMap<String, HashMap<String, Pod>>,
+    /// Objects received during a re-list, swapped in at its end.
+    jobs_relist: Option<HashMap<String, Job>>,
+    pods_relist: Option<HashMap<String, HashMap<String, Pod>>>,
+    /// Whether each watch has completed its first list.
+    jobs_listed: bool,
+    pods_listed: bool,
+    /// Consecutive errors of each watch and the last one's message.
+    jobs_errors: (u32, String),
+    pods_errors: (u32, String),
+    /// Waiting tasks by Job name: their subscription id and their wake-up signal.
+    subscribers: HashMap<String, (u64, signal::Sender<()>)>,
+    /// The id of the next subscription.
+    next_id: u64,
+    /// Job name by execution hash, for pods.
+    by_hash: HashMap<String, String>,
+    /// Re-lists done by the watches (the first lists included).
+    lists: u64,
+}
 
-type EventStream<K> = Pin<Box<dyn Stream<Item = kube::Result<WatchEvent<K>>> + Send>>;
+impl State {
+    fn wake_job(&self, name: &str) {
+        if let Some((_, tx)) = self.subscribers.get(name) {
+            tx.send_replace(());
+        }
+    }
+
+    fn wake_hash(&self, hash: &str) {
+        if let Some(name) = self.by_hash.get(hash) {
+            self.wake_job(name);
+        }
+    }
+
+    fn wake_all(&self) {
+        for (_, tx) in self.subscribers.values() {
+            tx.send_replace(());
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A kind the shared watches follow: where it goes in [`State`].
+trait Watched: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static {
+    const KIND: &'static str;
+    fn apply(state: &mut State, object: Self, relist: bool);
+    fn delete(state: &mut State, object: &Self);
+    fn relist_start(state: &mut State);
+    fn relist_done(state: &mut State);
+    fn errors(state: &mut State) -> &mut (u32, String);
+}
+
+fn name_of<K: Resource>(object: &K) -> String {
+    object.meta().name.clone().unwrap_or_default()
+}
+
+fn hash_of(pod: &Pod) -> String {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_EXECUTION_HASH))
+        .cloned()
+        .unwrap_or_default()
+}
+
+impl Watched for Job {
+    const KIND: &'static str = "Job";
+
+    fn apply(state: &mut State, mut job: Job, relist: bool) {
+        job.metadata.managed_fields = None;
+        let name = name_of(&job);
+        match (&mut state.jobs_relist, relist) {
+            (Some(buffer), true) => {
+                buffer.insert(name, job);
+            }
+            _ => {
+                state.jobs.insert(name.clone(), job);
+                state.wake_job(&name);
+            }
+        }
+    }
+
+    fn delete(state: &mut State, job: &Job) {
+        let name = name_of(job);
+        state.jobs.remove(&name);
+        state.wake_job(&name);
+    }
+
+    fn relist_start(state: &mut State) {
+        state.jobs_relist = Some(HashMap::new());
+    }
+
+    fn relist_done(state: &mut State) {
+        if let Some(jobs) = state.jobs_relist.take() {
+            state.jobs = jobs;
+        }
+        state.jobs_listed = true;
+        state.lists += 1;
+        state.wake_all();
+    }
+
+    fn errors(state: &mut State) -> &mut (u32, String) {
+        &mut state.jobs_errors
+    }
+}
+
+impl Watched for Pod {
+    const KIND: &'static str = "Pod";
+
+    fn apply(state: &mut State, mut pod: Pod, relist: bool) {
+        pod.metadata.managed_fields = None;
+        let (hash, name) = (hash_of(&pod), name_of(&pod));
+        match (&mut state.pods_relist, relist) {
+            (Some(buffer), true) => {
+                buffer.entry(hash).or_default().insert(name, pod);
+            }
+            _ => {
+                state
+                    .pods
+                    .entry(hash.clone())
+                    .or_default()
+                    .insert(name, pod);
+                state.wake_hash(&hash);
+            }
+        }
+    }
+
+    fn delete(state: &mut State, pod: &Pod) {
+        let (hash, name) = (hash_of(pod), name_of(pod));
+        if let Some(pods) = state.pods.get_mut(&hash) {
+            pods.remove(&name);
+            if pods.is_empty() {
+                state.pods.remove(&hash);
+            }
+        }
+        state.wake_hash(&hash);
+    }
+
+    fn relist_start(state: &mut State) {
+        state.pods_relist = Some(HashMap::new());
+    }
+
+    fn relist_done(state: &mut State) {
+        if let Some(pods) = state.pods_relist.take() {
+            state.pods = pods;
+        }
+        state.pods_listed = true;
+        state.lists += 1;
+        state.wake_all();
+    }
+
+    fn errors(state: &mut State) -> &mut (u32, String) {
+        &mut state.pods_errors
+    }
+}
+
+/// The shared Job and Pod watches of one worker; dropping the last clone stops them.
+#[derive(Clone)]
+pub(super) struct Informer {
+    state: Arc<Mutex<State>>,
+    _tasks: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Informer {
+    /// Starts the two watches on `jobs` and `pods`, selected by `selector`.
+    pub(super) fn start(jobs: Api<Job>, pods: Api<Pod>, selector: &str) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let tasks = vec![
+            tokio::spawn(follow(jobs, selector.to_owned(), state.clone())),
+            tokio::spawn(follow(pods, selector.to_owned(), state.clone())),
+        ];
+        Self {
+            state,
+            _tasks: Arc::new(AbortOnDrop(tasks)),
+        }
+    }
+
+    /// Lists done by the shared watches so far (two at start, then one per re-list).
+    pub(super) fn lists(&self) -> u64 {
+        lock(&self.state).lists
+    }
+
+    fn subscribe(&self, job_name: &str, execution_hash: &str) -> Subscription {
+        let (tx, rx) = signal::channel(());
+        let mut state = lock(&self.state);
+        let id = state.next_id;
+        state.next_id += 1;
+        state.subscribers.insert(job_name.to_owned(), (id, tx));
+        state
+            .by_hash
+            .insert(execution_hash.to_owned(), job_name.to_owned());
+        Subscription {
+            informer: self.clone(),
+            job_name: job_name.to_owned(),
+            execution_hash: execution_hash.to_owned(),
+            id,
+            rx,
+        }
+    }
+}
+
+/// Feeds one kind's watch events into the state, for as long as the informer lives.
+async fn follow<K: Watched>(api: Api<K>, selector: String, state: Arc<Mutex<State>>) {
+    let config = watcher::Config::default().labels(&selector).timeout(290);
+    let mut events = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        let mut state = lock(&state);
+        match event {
+            Ok(event) => {
+                *K::errors(&mut state) = (0, String::new());
+                match event {
+                    watcher::Event::Apply(object) => K::apply(&mut state, object, false),
+                    watcher::Event::Delete(object) => K::delete(&mut state, &object),
+                    watcher::Event::Init => K::relist_start(&mut state),
+                    watcher::Event::InitApply(object) => K::apply(&mut state, object, true),
+                    watcher::Event::InitDone => K::relist_done(&mut state),
+                }
+            }
+            Err(e) => {
+                let message = match &e {
+                    watcher::Error::InitialListFailed(e)
+                    | watcher::Error::WatchStartFailed(e)
+                    | watcher::Error::WatchFailed(e) => api_message(e),
+                    other => other.to_string(),
+                };
+                tracing::debug!(kind = K::KIND, error = %message, "Shared watch error; retrying with backoff.");
+                let errors = K::errors(&mut state);
+                *errors = (errors.0 + 1, message);
+                if errors.0 >= MAX_WATCH_ERRORS {
+                    state.wake_all();
+                }
+            }
+        }
+    }
+}
+
+/// One task's view of the shared state: its Job and its pods.
+struct Subscription {
+    informer: Informer,
+    job_name: String,
+    execution_hash: String,
+    id: u64,
+    rx: signal::Receiver<()>,
+}
+
+/// A copy of one task's slice of the state.
+struct Slice {
+    job: Option<Job>,
+    pods: Vec<Pod>,
+    jobs_listed: bool,
+    jobs_errors: (u32, String),
+    pods_errors: (u32, String),
+}
+
+impl Subscription {
+    fn slice(&mut self) -> Slice {
+        self.rx.mark_unchanged();
+        let state = lock(&self.informer.state);
+        let mut pods: Vec<Pod> = state
+            .pods
+            .get(&self.execution_hash)
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Slice {
+            job: state.jobs.get(&self.job_name).cloned(),
+            pods,
+            jobs_listed: state.jobs_listed,
+            jobs_errors: state.jobs_errors.clone(),
+            pods_errors: state.pods_errors.clone(),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut state = lock(&self.informer.state);
+        let ours = state
+            .subscribers
+            .get(&self.job_name)
+            .is_some_and(|(id, _)| *id == self.id);
+        if ours {
+            state.subscribers.remove(&self.job_name);
+            state.by_hash.remove(&self.execution_hash);
+        }
+    }
+}
 
 /// The APIs and identity of one task Job.
 pub(super) struct JobWatch {
-    /// Jobs in the namespace.
+    /// The worker's shared watches.
+    pub informer: Informer,
+    /// Jobs in the namespace (for the check of a Job the watch never showed).
     pub jobs: Api<Job>,
-    /// Pods in the namespace.
-    pub pods: Api<Pod>,
     /// Events in the namespace.
     pub events: Api<Event>,
     /// The Job's name.
     pub job_name: String,
     /// The namespace.
     pub namespace: String,
-    /// The label selector of the Job's pods.
-    pub pod_selector: String,
+    /// The value of the Job's pods' execution-hash label.
+    pub execution_hash: String,
     /// The unschedulable fail-fast; `None` disables.
     pub unschedulable_timeout: Option<Duration>,
-    /// The safety-net resync period.
+    /// How long to wait for the shared watch to show the Job before asking for it directly.
     pub resync_interval: Duration,
 }
 
@@ -65,195 +375,92 @@ enum Step {
 impl JobWatch {
     /// Waits until the Job completes, a failure shows, or `cancel` fires.
     pub(super) async fn outcome(&self, cancel: &CancellationToken) -> Outcome {
-        let mut job_stream: Option<EventStream<Job>> = None;
-        let mut pod_stream: Option<EventStream<Pod>> = None;
-        let (mut job_version, mut pod_version) = (String::new(), String::new());
-        let mut need_resync = true;
-        let mut next_resync = Instant::now();
-        let mut unschedulable_wake: Option<Instant> = None;
-        let (mut job_failures, mut pod_failures) = (0u32, 0u32);
-        // A watch that closes at once is re-opened at most once a second (no hot loop).
-        let (mut job_next_open, mut pod_next_open) = (Instant::now(), Instant::now());
+        let mut subscription = self
+            .informer
+            .subscribe(&self.job_name, &self.execution_hash);
+        let mut seen = false;
+        let mut check_at = Instant::now() + self.resync_interval;
+        // Events are listed once per pod version that needs them.
+        let mut events_checked: HashMap<String, String> = HashMap::new();
         loop {
             if cancel.is_cancelled() {
                 return Outcome::Cancelled;
             }
-            if need_resync {
-                match self.resync(&mut unschedulable_wake).await {
-                    Ok((Step::Done(outcome), _, _)) => return outcome,
-                    Ok((Step::Continue, jv, pv)) => {
-                        (job_version, pod_version) = (jv, pv);
-                        // Fresh versions: re-open both watches from them.
-                        job_stream = None;
-                        pod_stream = None;
-                    }
-                    Err(failure) => return Outcome::Failed(failure),
-                }
-                need_resync = false;
-                next_resync = Instant::now() + self.resync_interval;
-            }
-            if job_stream.is_none() && Instant::now() >= job_next_open {
-                job_next_open = Instant::now() + MIN_REOPEN;
-                let wp = WatchParams::default()
-                    .fields(&format!("metadata.name={}", self.job_name))
-                    .timeout(290);
-                match self.jobs.watch(&wp, &job_version).await {
-                    Ok(s) => job_stream = Some(s.boxed()),
-                    Err(e) => {
-                        job_failures += 1;
-                        if job_failures >= MAX_OPEN_FAILURES {
-                            return Outcome::Failed(TaskFailure::backend(
-                                FailureReason::JobWatch,
-                                format!(
-                                    "failed to watch Kubernetes Job {}: {}",
-                                    self.job_name,
-                                    api_message(&e)
-                                ),
-                            ));
-                        }
-                    }
+            let slice = subscription.slice();
+            for (errors, reason, what) in [
+                (&slice.jobs_errors, FailureReason::JobWatch, "Jobs"),
+                (&slice.pods_errors, FailureReason::PodWatch, "pods"),
+            ] {
+                if errors.0 >= MAX_WATCH_ERRORS {
+                    return Outcome::Failed(TaskFailure::backend(
+                        reason,
+                        format!(
+                            "failed to watch the Kubernetes {what} of Job {}: {}",
+                            self.job_name, errors.1
+                        ),
+                    ));
                 }
             }
-            if pod_stream.is_none() && Instant::now() >= pod_next_open {
-                pod_next_open = Instant::now() + MIN_REOPEN;
-                let wp = WatchParams::default()
-                    .labels(&self.pod_selector)
-                    .timeout(290);
-                match self.pods.watch(&wp, &pod_version).await {
-                    Ok(s) => pod_stream = Some(s.boxed()),
-                    Err(e) => {
-                        pod_failures += 1;
-                        if pod_failures >= MAX_OPEN_FAILURES {
-                            return Outcome::Failed(TaskFailure::backend(
-                                FailureReason::PodWatch,
-                                format!(
-                                    "failed to watch the pods of Kubernetes Job {}: {}",
-                                    self.job_name,
-                                    api_message(&e)
-                                ),
-                            ));
-                        }
+            match &slice.job {
+                Some(job) => {
+                    seen = true;
+                    if let Step::Done(outcome) = self.on_job(job, &slice.pods).await {
+                        return outcome;
                     }
                 }
+                // Seen once, then gone (a delete event, or missing from a re-list).
+                None if seen && slice.jobs_listed => return Outcome::Failed(self.deleted()),
+                None => {}
             }
-            let mut wake = next_resync;
-            if let Some(at) = unschedulable_wake {
-                wake = wake.min(at);
+            let mut wake = None;
+            for pod in &slice.pods {
+                if let Some(failure) = self.on_pod(pod, &mut wake, &mut events_checked).await {
+                    return Outcome::Failed(failure);
+                }
             }
-            if job_stream.is_none() {
-                wake = wake.min(job_next_open);
-            }
-            if pod_stream.is_none() {
-                wake = wake.min(pod_next_open);
-            }
+            let deadline = wake.map_or(check_at, |w| w.min(check_at));
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Outcome::Cancelled,
-                event = next_event(&mut job_stream) => match event {
-                    Some(Ok(WatchEvent::Added(job) | WatchEvent::Modified(job))) => {
-                        job_failures = 0;
-                        remember(&mut job_version, &job.metadata);
-                        if let Step::Done(outcome) = self.on_job(&job).await {
+                _ = subscription.rx.changed() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            if Instant::now() < check_at {
+                continue;
+            }
+            // Every resync interval: look at pending pods' events again (a mount failure shows
+            // only there), and ask for a Job the shared watch has not shown yet (deleted between
+            // its creation and a re-list, say).
+            check_at = Instant::now() + self.resync_interval;
+            events_checked.clear();
+            if !seen {
+                match self.jobs.get(&self.job_name).await {
+                    Ok(job) => {
+                        if let Step::Done(outcome) = self.on_job(&job, &slice.pods).await {
                             return outcome;
                         }
                     }
-                    Some(Ok(WatchEvent::Deleted(_))) => return Outcome::Failed(self.deleted()),
-                    Some(Ok(WatchEvent::Bookmark(b))) => job_version = b.metadata.resource_version,
-                    Some(Ok(WatchEvent::Error(status))) => {
-                        tracing::debug!(job = %self.job_name, code = status.code, "Job watch error; re-listing.");
-                        need_resync = true;
+                    Err(e) if api_code(&e) == Some(404) => {
+                        return Outcome::Failed(self.deleted());
                     }
-                    Some(Err(_)) | None => job_stream = None,
-                },
-                event = next_event(&mut pod_stream) => match event {
-                    Some(Ok(WatchEvent::Added(pod) | WatchEvent::Modified(pod))) => {
-                        pod_failures = 0;
-                        remember(&mut pod_version, &pod.metadata);
-                        if let Some(failure) = self.on_pod(&pod, &mut unschedulable_wake).await {
-                            return Outcome::Failed(failure);
-                        }
-                    }
-                    Some(Ok(WatchEvent::Deleted(pod))) => remember(&mut pod_version, &pod.metadata),
-                    Some(Ok(WatchEvent::Bookmark(b))) => pod_version = b.metadata.resource_version,
-                    Some(Ok(WatchEvent::Error(status))) => {
-                        tracing::debug!(job = %self.job_name, code = status.code, "Pod watch error; re-listing.");
-                        need_resync = true;
-                    }
-                    Some(Err(_)) | None => pod_stream = None,
-                },
-                () = tokio::time::sleep_until(wake) => {
-                    if unschedulable_wake.is_some_and(|at| at <= Instant::now()) || next_resync <= Instant::now() {
-                        need_resync = true;
+                    Err(e) => {
+                        tracing::debug!(job = %self.job_name, error = %api_message(&e), "Could not get the Job.");
                     }
                 }
             }
         }
     }
 
-    /// GET the Job, evaluate it, LIST its pods and inspect each. Returns the versions to watch from.
-    async fn resync(
-        &self,
-        wake: &mut Option<Instant>,
-    ) -> Result<(Step, String, String), TaskFailure> {
-        let job = match self.jobs.get(&self.job_name).await {
-            Ok(job) => job,
-            Err(e) if api_code(&e) == Some(404) => return Err(self.deleted()),
-            Err(e) => {
-                return Err(TaskFailure::backend(
-                    FailureReason::JobWatch,
-                    format!(
-                        "failed to get Kubernetes Job {}: {}",
-                        self.job_name,
-                        api_message(&e)
-                    ),
-                ));
-            }
-        };
-        if let Step::Done(outcome) = self.on_job(&job).await {
-            return Ok((Step::Done(outcome), String::new(), String::new()));
-        }
-        let listed = self
-            .pods
-            .list(&ListParams::default().labels(&self.pod_selector))
-            .await
-            .map_err(|e| {
-                TaskFailure::backend(
-                    FailureReason::PodWatch,
-                    format!(
-                        "failed to list the pods of Kubernetes Job {}: {}",
-                        self.job_name,
-                        api_message(&e)
-                    ),
-                )
-            })?;
-        *wake = None;
-        for pod in &listed.items {
-            if let Some(failure) = self.on_pod(pod, wake).await {
-                return Ok((
-                    Step::Done(Outcome::Failed(failure)),
-                    String::new(),
-                    String::new(),
-                ));
-            }
-        }
-        let job_version = job.metadata.resource_version.unwrap_or_default();
-        let pod_version = listed.metadata.resource_version.unwrap_or_default();
-        Ok((Step::Continue, job_version, pod_version))
-    }
-
-    async fn on_job(&self, job: &Job) -> Step {
+    async fn on_job(&self, job: &Job, pods: &[Pod]) -> Step {
         match job_state(job) {
             JobState::Running => Step::Continue,
             JobState::Complete => Step::Done(Outcome::Succeeded),
             JobState::Failed { reason, message } => {
                 // A pod-level failure is more specific than the Job's.
-                let listed = self
-                    .pods
-                    .list(&ListParams::default().labels(&self.pod_selector))
-                    .await;
                 let mut ignored = None;
-                for pod in listed.map(|l| l.items).unwrap_or_default() {
-                    if let Some(failure) = self.on_pod(&pod, &mut ignored).await {
+                let mut checked = HashMap::new();
+                for pod in pods {
+                    if let Some(failure) = self.on_pod(pod, &mut ignored, &mut checked).await {
                         return Step::Done(Outcome::Failed(failure));
                     }
                 }
@@ -267,7 +474,12 @@ impl JobWatch {
         }
     }
 
-    async fn on_pod(&self, pod: &Pod, wake: &mut Option<Instant>) -> Option<TaskFailure> {
+    async fn on_pod(
+        &self,
+        pod: &Pod,
+        wake: &mut Option<Instant>,
+        events_checked: &mut HashMap<String, String>,
+    ) -> Option<TaskFailure> {
         if pod.metadata.deletion_timestamp.is_some()
             && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
         {
@@ -287,6 +499,11 @@ impl JobWatch {
                 events_needed: true,
             } => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let version = pod.metadata.resource_version.clone().unwrap_or_default();
+                if events_checked.get(&uid) == Some(&version) {
+                    return None;
+                }
+                events_checked.insert(uid.clone(), version);
                 let lp = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
                 let events = match self.events.list(&lp).await {
                     Ok(list) => list.items,
@@ -308,22 +525,5 @@ impl JobWatch {
                 self.job_name, self.namespace
             ),
         )
-    }
-}
-
-fn remember(
-    version: &mut String,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) {
-    if let Some(v) = &meta.resource_version {
-        version.clone_from(v);
-    }
-}
-
-/// The next event of an open stream; pending forever when there is none.
-async fn next_event<K>(stream: &mut Option<EventStream<K>>) -> Option<kube::Result<WatchEvent<K>>> {
-    match stream {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
     }
 }
