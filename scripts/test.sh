@@ -33,3 +33,5 @@ done
 export OZ_TEST_REQUIRE_ALL=1
 echo "== cargo test"
 cargo test "$@"
+echo "== fuzz (60 s per target)"
+scripts/fuzz.sh 60

@@ -4,6 +4,7 @@ mod binary;
 mod control_plane;
 mod daemon;
 mod daemon_metrics;
+mod delivery;
 mod deploy;
 mod direct;
 mod direct_processes;

@@ -4,7 +4,8 @@
 //! `oz-protocol` crate's messages; it does not depend on the worker. Tests and the `oz-local-control-plane`
 //! binary use it to push assignments and cancellations, read what the worker sends, inspect
 //! handshakes, and misbehave on purpose (reject handshakes, stop answering pings, close right
-//! after accepting, drop connections, send raw frames).
+//! after accepting, drop or reset connections, send raw frames). Reports are recorded per task
+//! and applied idempotently: a repeated report is counted as a duplicate, not applied twice.
 //!
 //! It accepts TCP itself and serves HTTP/1.1 with hyper, upgrading only requests for
 //! [`WS_PATH`]. Under `/api/v1/agent/runs` it also answers the part of Oz's public run API
@@ -13,6 +14,7 @@
 
 mod api;
 mod api_model;
+mod ledger;
 mod runs;
 mod server;
 mod timestamp;
@@ -27,6 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use ledger::TaskReports;
 use oz_protocol::{WorkerMessage, encode_assignment, encode_cancellation};
 pub use runs::{DEFAULT_ORPHAN_TIMEOUT, Dispatch, ORPHANED, RunState, error_for_reason};
 use server::{Command, Shared};
@@ -187,6 +190,10 @@ pub struct Received {
     pub text: String,
     /// The decoded message, or `None` when the frame is not one of the worker messages.
     pub message: Option<WorkerMessage>,
+    /// True when it repeats a report already received for the same task since its latest
+    /// assignment (the worker sends again what a dropped connection may have lost); it was
+    /// counted in [`LocalControlPlane::duplicate_reports`] and not applied again.
+    pub duplicate: bool,
 }
 
 /// Why a frame could not be sent.
@@ -279,7 +286,20 @@ impl LocalControlPlane {
     /// # Errors
     /// [`SendError::NoConnection`] when no worker is connected.
     pub fn assign(&self, data: &serde_json::Value) -> Result<ConnectionId, SendError> {
+        if let Some(task_id) = data.get("task_id").and_then(serde_json::Value::as_str) {
+            self.shared.lock_ledger().assigned(task_id);
+        }
         self.send_raw(encode_assignment(data))
+    }
+
+    /// How many reports arrived that repeated one already received (see [`Received::duplicate`]).
+    pub fn duplicate_reports(&self) -> u64 {
+        self.shared.lock_ledger().duplicates()
+    }
+
+    /// Every task the worker reported on, with what arrived since its latest assignment.
+    pub fn task_reports(&self) -> BTreeMap<String, TaskReports> {
+        self.shared.lock_ledger().tasks()
     }
 
     /// Sends a `task_cancellation` for `task_id` to the newest open connection.
@@ -345,6 +365,12 @@ impl LocalControlPlane {
     /// Drops every open connection abruptly (no close frame).
     pub fn drop_all_connections(&self) {
         self.shared.broadcast(|| Command::Drop);
+    }
+
+    /// Resets every open connection at the TCP level (`SO_LINGER` 0, then close): the worker
+    /// reads a connection reset, and what it wrote that the server had not read yet is lost.
+    pub fn reset_all_connections(&self) {
+        self.shared.broadcast(|| Command::Reset);
     }
 
     /// Sends a close frame with `code` on every open connection.

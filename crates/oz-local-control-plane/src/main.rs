@@ -178,7 +178,14 @@ async fn main() -> ExitCode {
             }
             received = cp.next_message(Duration::from_secs(3600)) => {
                 if let Some(received) = received {
-                    handle_message(&received.text, received.message, &ids, &mut stages);
+                    if let (true, Some(message)) = (received.duplicate, &received.message) {
+                        println!(
+                            "duplicate-report type={} task_id={} total={}",
+                            message.kind(), message.task_id(), cp.duplicate_reports()
+                        );
+                    } else {
+                        handle_message(&received.text, received.message, &ids, &mut stages);
+                    }
                 }
             }
             _ = tick.tick() => {

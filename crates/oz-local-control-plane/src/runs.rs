@@ -8,9 +8,11 @@
 //! message: the worker starts the agent right after claiming); `task_completed` makes it
 //! `SUCCEEDED`, or `CANCELLED` with `task_state: CANCELLED`; `task_failed` makes it `FAILED`.
 //! The worker's message goes to `status_message`, and a failure reason that maps to one of the
-//! SDK's error codes adds `error_code` and `retryable` ([`error_for_reason`]). `task_rejected`,
-//! or the connection ending before a claim, puts the run back in the queue; a run whose
-//! cancellation was requested ends `CANCELLED` instead. A run for a worker id that is not
+//! SDK's error codes adds `error_code` and `retryable` ([`error_for_reason`]). Reports apply
+//! idempotently: a repeated `task_claimed` leaves the run's state and start time alone, and a
+//! report about a finished run changes nothing. `task_rejected`, or the connection ending
+//! before a claim, puts the run back in the queue; a run whose cancellation was requested ends
+//! `CANCELLED` instead. A run for a worker id that is not
 //! connected stays `QUEUED`.
 //!
 //! Dispatch is capacity-aware by default ([`Dispatch::Capacity`]): the store counts each
@@ -397,9 +399,17 @@ impl RunStore {
         let Some(run) = self.runs.get_mut(message.task_id()) else {
             return Reaction::Ignored;
         };
+        let claim = matches!(message, WorkerMessage::TaskClaimed { .. });
+        if claim && run.claimed_at.is_some() {
+            // A repeated claim (the worker re-sends what a dropped connection may have lost):
+            // the run keeps its state and start time; it is now reported on `conn`.
+            if !run.state.is_terminal() {
+                run.connection = Some(conn);
+            }
+            return Reaction::Ignored;
+        }
         if run.state.is_terminal() {
-            let claimed = matches!(message, WorkerMessage::TaskClaimed { .. });
-            return if claimed && run.state == RunState::Cancelled {
+            return if claim && run.state == RunState::Cancelled {
                 Reaction::CancelAgain
             } else {
                 Reaction::Ignored

@@ -136,6 +136,35 @@ fn a_claimed_run_is_in_progress_after_the_next_tick() {
 }
 
 #[test]
+fn a_repeated_claim_or_terminal_report_changes_nothing() {
+    let mut store = RunStore::new(DELAY);
+    let now = Instant::now();
+    let id = store.create(spec("w"), 1).id;
+    store.offers(now, &workers(&[(1, "w")]));
+    store.on_message(1, &claimed(&id), now, 5);
+    store.tick(now, 6, &BTreeMap::new());
+    // Sent again on the worker's next connection.
+    assert_eq!(
+        store.on_message(2, &claimed(&id), now, 7),
+        Reaction::Ignored
+    );
+    let run = store.get(&id).unwrap();
+    assert_eq!((run.state, run.started_at), (RunState::InProgress, Some(5)));
+    assert_eq!(run.connection, Some(2));
+    store.on_message(2, &completed(&id, None), now, 8);
+    assert_eq!(
+        store.on_message(3, &claimed(&id), now, 9),
+        Reaction::Ignored
+    );
+    assert_eq!(
+        store.on_message(3, &completed(&id, None), now, 9),
+        Reaction::Ignored
+    );
+    let run = store.get(&id).unwrap();
+    assert_eq!((run.state, run.updated_at), (RunState::Succeeded, 8));
+}
+
+#[test]
 fn a_run_for_an_absent_worker_stays_queued_until_one_connects() {
     let mut store = fixed_delay();
     let now = Instant::now();

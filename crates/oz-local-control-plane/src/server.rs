@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use super::api::{self, API_PREFIX, ApiRequest, Connections};
 use super::api_model::assignment;
+use super::ledger::Ledger;
 use super::runs::{Reaction, RunStore};
 use super::{
     ConnectionId, ConnectionInfo, Handshake, Received, RunOptions, SendError, ServerOptions,
@@ -47,6 +49,9 @@ pub(super) enum Command {
     Close(u16),
     /// Drop the socket without a close frame.
     Drop,
+    /// Reset the TCP connection (`SO_LINGER` 0, then close: an RST, and whatever the worker
+    /// sent that was not read yet is discarded).
+    Reset,
 }
 
 /// State shared by the handle and the server tasks.
@@ -68,6 +73,8 @@ pub(super) struct Shared {
     /// Wakes the dispatcher when a run may have become due: a run was created or cancelled,
     /// a worker's message freed or took a slot, a connection opened or ended.
     pub(super) wake: Notify,
+    /// Every report received, per task, with duplicates counted.
+    pub(super) ledger: std::sync::Mutex<Ledger>,
 }
 
 impl Shared {
@@ -89,7 +96,12 @@ impl Shared {
             wake: Notify::new(),
             run_options,
             worker_ids: std::sync::Mutex::new(BTreeMap::new()),
+            ledger: std::sync::Mutex::new(Ledger::default()),
         }
+    }
+
+    pub(super) fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_runs(&self) -> std::sync::MutexGuard<'_, RunStore> {
@@ -114,6 +126,7 @@ impl Shared {
                 continue;
             };
             let frame = encode_assignment(&assignment(run, &self.run_options));
+            self.lock_ledger().assigned(&run_id);
             if self.send_to(conn, Command::Send(frame)).is_err() {
                 store.undeliverable(&run_id);
             }
@@ -185,12 +198,18 @@ pub(super) async fn accept_loop(
         let shared = shared.clone();
         let stop = stop.clone();
         let inner_tracker = tracker.clone();
+        // As Go's net package does for Warp's server: no Nagle delay on small frames (pongs,
+        // assignments), which would otherwise wait for the worker's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        // A second descriptor of the socket, kept by an upgraded connection so it can reset it.
+        let fd = stream.as_fd().try_clone_to_owned().ok().map(Arc::new);
         tracker.spawn(async move {
             let service = service_fn(move |request| {
                 let shared = shared.clone();
                 let stop = stop.clone();
                 let tracker = inner_tracker.clone();
-                async move { Ok::<_, Infallible>(route(request, shared, stop, tracker).await) }
+                let fd = fd.clone();
+                async move { Ok::<_, Infallible>(route(request, shared, stop, tracker, fd).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -206,10 +225,11 @@ async fn route(
     shared: Arc<Shared>,
     stop: CancellationToken,
     tracker: TaskTracker,
+    fd: Option<Arc<OwnedFd>>,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
     if path == WS_PATH {
-        return upgrade(request, shared, stop, tracker);
+        return upgrade(request, shared, stop, tracker, fd);
     }
     if !path.starts_with(&format!("{API_PREFIX}/agent/")) && path != format!("{API_PREFIX}/agent") {
         return text_response(StatusCode::NOT_FOUND, "not found");
@@ -259,6 +279,7 @@ fn upgrade(
     shared: Arc<Shared>,
     stop: CancellationToken,
     tracker: TaskTracker,
+    fd: Option<Arc<OwnedFd>>,
 ) -> Response<Full<Bytes>> {
     let options = shared.options.borrow().clone();
     let expected = format!("Bearer {}", shared.api_key);
@@ -338,7 +359,7 @@ fn upgrade(
         if options.close_after_accept {
             drop(socket);
         } else {
-            serve_connection(id, socket, rx, &shared, &stop).await;
+            serve_connection(id, socket, rx, &shared, &stop, fd.as_deref()).await;
             shared
                 .worker_ids
                 .lock()
@@ -375,6 +396,7 @@ async fn serve_connection(
     mut commands: mpsc::UnboundedReceiver<Command>,
     shared: &Shared,
     stop: &CancellationToken,
+    fd: Option<&OwnedFd>,
 ) {
     let mut options = shared.options.subscribe();
     loop {
@@ -392,6 +414,12 @@ async fn serve_connection(
                     let frame = CloseFrame { code: CloseCode::from(code), reason: "".into() };
                     let _ = socket.close(Some(frame)).await;
                 }
+                Some(Command::Reset) => {
+                    if let Some(fd) = fd {
+                        let _ = socket2::SockRef::from(fd).set_linger(Some(std::time::Duration::ZERO));
+                    }
+                    return;
+                }
                 Some(Command::Drop) | None => return,
             },
             frame = socket.next(), if reading => match frame {
@@ -399,7 +427,12 @@ async fn serve_connection(
                 Some(Ok(Message::Text(text))) => {
                     let text = text.as_str().to_owned();
                     let message = WorkerMessage::parse(&text).ok();
-                    let reaction = message.as_ref().map(|message| {
+                    // A repeated report (the worker re-sends what a dropped connection may have
+                    // lost) is recorded, not applied again.
+                    let duplicate = message
+                        .as_ref()
+                        .is_some_and(|message| shared.lock_ledger().record(&text, message));
+                    let reaction = message.as_ref().filter(|_| !duplicate).map(|message| {
                         let now = tokio::time::Instant::now().into_std();
                         shared.lock_runs().on_message(id, message, now, timestamp::now_us())
                     });
@@ -407,7 +440,8 @@ async fn serve_connection(
                         shared.wake.notify_one();
                     }
                     let task_id = message.as_ref().map(|m| m.task_id().to_owned());
-                    let _ = shared.messages_tx.send(Received { connection: id, text, message });
+                    let received = Received { connection: id, text, message, duplicate };
+                    let _ = shared.messages_tx.send(received);
                     if reaction == Some(Reaction::CancelAgain) && let Some(task_id) = task_id {
                         let frame = encode_cancellation(&task_id);
                         if socket.send(Message::text(frame)).await.is_err() {

@@ -2,6 +2,14 @@
 //! the liveness deadline and the close frame from one `select!` loop. Nothing outlives the
 //! connection, so nothing of an old connection can touch a new one, and there is exactly one
 //! writer.
+//!
+//! Every ping carries its number (8 bytes, big-endian) and the server's pong echoes it, which
+//! tells the outbox which written reports the server has read (see [`super::outbox`]). After a
+//! burst of reports the loop sends a ping at once, so a report is confirmed about one round
+//! trip after its write; at most one such ping is in flight. A connection that ends without a
+//! completed close handshake hands its unconfirmed reports back to the outbox, to be sent again.
+//! While [`READ_PAUSE_AT`] reports wait to be written, the loop stops reading the socket
+//! (backpressure: the server's further assignments wait in the socket buffers).
 
 use std::time::Duration;
 
@@ -16,7 +24,7 @@ use tracing::{debug, error, warn};
 
 use crate::adapters::control_plane::config::WsConfig;
 use crate::adapters::control_plane::decode::{Inbound, decode_frame};
-use crate::adapters::control_plane::outbox::{Outbox, Outgoing, next_message};
+use crate::adapters::control_plane::outbox::{Outbox, Outgoing, READ_PAUSE_AT, next_message};
 use crate::ports::ControlEvent;
 
 /// Why a connection ended.
@@ -46,33 +54,65 @@ impl<T> WsStream for T where
 {
 }
 
-/// Serves one established connection until it ends.
+/// Serves one established connection until it ends, then settles the outbox: reports written
+/// on it are confirmed by a completed close handshake, and sent again otherwise.
 pub(crate) async fn serve(
-    mut socket: impl WsStream,
+    socket: impl WsStream,
     config: &WsConfig,
     outbox: &Outbox,
     events: &mpsc::Sender<ControlEvent>,
     cancel: &CancellationToken,
 ) -> ConnectionEnd {
+    let (end, closed_cleanly) = serve_inner(socket, config, outbox, events, cancel).await;
+    if closed_cleanly {
+        outbox.confirm_all();
+    } else {
+        let requeued = outbox.requeue_unconfirmed();
+        if requeued > 0 {
+            warn!(
+                "{requeued} report(s) written on the ended connection were not confirmed by the \
+                 server; they will be sent again on the next connection"
+            );
+        }
+    }
+    end
+}
+
+/// The connection loop; also says whether our close frame was answered.
+async fn serve_inner(
+    mut socket: impl WsStream,
+    config: &WsConfig,
+    outbox: &Outbox,
+    events: &mpsc::Sender<ControlEvent>,
+    cancel: &CancellationToken,
+) -> (ConnectionEnd, bool) {
     let mut outbound = outbox.subscribe();
     let mut read_deadline = Instant::now() + config.pong_wait;
     let mut ping =
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Number of the last ping sent, and of the last one the server answered.
+    let mut last_ping: u64 = 0;
+    let mut last_pong: u64 = 0;
     loop {
+        let reading = outbound.borrow().pending_len() < READ_PAUSE_AT;
+        let confirm_due = last_pong == last_ping && outbox.awaits_ping(last_ping);
         // Biased: shutdown first, then reads (a pending frame proves liveness before the
-        // deadline is checked), then the deadline, pings and writes.
+        // deadline is checked), then the deadline, pings, the confirming ping (before writes,
+        // so a long backlog does not starve confirmation) and writes.
         tokio::select! {
             biased;
             () = cancel.cancelled() => {
-                close(&mut socket, config.close_timeout).await;
-                return ConnectionEnd::Cancelled;
+                let clean = close(&mut socket, config.close_timeout).await;
+                return (ConnectionEnd::Cancelled, clean);
             }
-            frame = socket.next() => {
+            frame = socket.next(), if reading => {
                 read_deadline = Instant::now() + config.pong_wait;
                 let message = match frame {
-                    None => return ConnectionEnd::Lost("connection closed".to_owned()),
-                    Some(Err(err)) => return ConnectionEnd::Lost(format!("read error: {err}")),
+                    None => return (ConnectionEnd::Lost("connection closed".to_owned()), false),
+                    Some(Err(err)) => {
+                        return (ConnectionEnd::Lost(format!("read error: {err}")), false);
+                    }
                     Some(Ok(message)) => message,
                 };
                 let event = match message {
@@ -83,36 +123,45 @@ pub(crate) async fn serve(
                         // The library echoes the close; the next read then ends the loop.
                         None
                     }
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+                    Message::Pong(payload) => {
+                        if let Ok(number) = <[u8; 8]>::try_from(payload.as_ref()) {
+                            let number = u64::from_be_bytes(number);
+                            if number <= last_ping {
+                                last_pong = last_pong.max(number);
+                                outbox.confirm(number);
+                            }
+                        }
+                        None
+                    }
+                    Message::Ping(_) | Message::Frame(_) => None,
                 };
                 if let Some(event) = event {
                     tokio::select! {
                         sent = events.send(event) => if sent.is_err() {
-                            close(&mut socket, config.close_timeout).await;
-                            return ConnectionEnd::EventsClosed;
+                            let clean = close(&mut socket, config.close_timeout).await;
+                            return (ConnectionEnd::EventsClosed, clean);
                         },
                         () = cancel.cancelled() => {
-                            close(&mut socket, config.close_timeout).await;
-                            return ConnectionEnd::Cancelled;
+                            let clean = close(&mut socket, config.close_timeout).await;
+                            return (ConnectionEnd::Cancelled, clean);
                         }
                     }
                 }
             }
             () = tokio::time::sleep_until(read_deadline) => {
-                return ConnectionEnd::Lost(format!(
+                return (ConnectionEnd::Lost(format!(
                     "nothing read for {:?} (no pong): connection considered dead",
                     config.pong_wait
-                ));
+                )), false);
             }
             _ = ping.tick() => {
-                let sent = tokio::time::timeout(
-                    config.write_timeout,
-                    socket.send(Message::Ping(Vec::new().into())),
-                ).await;
-                match sent {
-                    Ok(Ok(())) => debug!("WebSocket ping sent"),
-                    Ok(Err(err)) => return ConnectionEnd::Lost(format!("Failed to send ping: {err}")),
-                    Err(_) => return ConnectionEnd::Lost("Failed to send ping: write timed out".to_owned()),
+                if let Err(reason) = send_ping(&mut socket, &mut last_ping, config).await {
+                    return (ConnectionEnd::Lost(reason), false);
+                }
+            }
+            () = std::future::ready(()), if confirm_due => {
+                if let Err(reason) = send_ping(&mut socket, &mut last_ping, config).await {
+                    return (ConnectionEnd::Lost(reason), false);
                 }
             }
             message = next_message(&mut outbound) => {
@@ -122,18 +171,44 @@ pub(crate) async fn serve(
                 ).await;
                 match sent {
                     Ok(Ok(())) => {
-                        outbox.pop_written();
+                        outbox.mark_written(last_ping);
                         log_sent(&message);
                     }
                     Ok(Err(err)) => {
-                        return ConnectionEnd::Lost(format!("WebSocket write error: {err}"));
+                        return (ConnectionEnd::Lost(format!("WebSocket write error: {err}")), false);
                     }
                     Err(_) => {
-                        return ConnectionEnd::Lost("WebSocket write error: write timed out".to_owned());
+                        return (
+                            ConnectionEnd::Lost("WebSocket write error: write timed out".to_owned()),
+                            false,
+                        );
                     }
                 }
             }
         }
+    }
+}
+
+/// Sends the next numbered ping, bounded by the write timeout.
+async fn send_ping(
+    socket: &mut impl WsStream,
+    last_ping: &mut u64,
+    config: &WsConfig,
+) -> Result<(), String> {
+    *last_ping += 1;
+    let payload = last_ping.to_be_bytes().to_vec();
+    let sent = tokio::time::timeout(
+        config.write_timeout,
+        socket.send(Message::Ping(payload.into())),
+    )
+    .await;
+    match sent {
+        Ok(Ok(())) => {
+            debug!("WebSocket ping sent");
+            Ok(())
+        }
+        Ok(Err(err)) => Err(format!("Failed to send ping: {err}")),
+        Err(_) => Err("Failed to send ping: write timed out".to_owned()),
     }
 }
 
@@ -180,20 +255,33 @@ fn log_close(frame: Option<&CloseFrame>) {
     }
 }
 
-/// Sends close 1000 and waits for the server's echo, all bounded by `timeout`.
-async fn close(socket: &mut impl WsStream, timeout: Duration) {
+/// Sends close 1000 and waits for the server's echo, all bounded by `timeout`; true when the
+/// server answered (it has then read everything sent before the close frame).
+async fn close(socket: &mut impl WsStream, timeout: Duration) -> bool {
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
     };
     let handshake = async {
         socket.send(Message::Close(Some(frame))).await?;
-        while let Some(Ok(_)) = socket.next().await {}
-        Ok::<(), WsError>(())
+        let mut answered = false;
+        while let Some(Ok(message)) = socket.next().await {
+            answered |= matches!(message, Message::Close(_));
+        }
+        Ok::<bool, WsError>(answered)
     };
     match tokio::time::timeout(timeout, handshake).await {
-        Ok(Ok(())) => debug!("WebSocket close frame sent"),
-        Ok(Err(err)) => warn!("Failed to close WebSocket cleanly: {err}"),
-        Err(_) => warn!("Failed to close WebSocket cleanly: timed out after {timeout:?}"),
+        Ok(Ok(answered)) => {
+            debug!("WebSocket close frame sent");
+            answered
+        }
+        Ok(Err(err)) => {
+            warn!("Failed to close WebSocket cleanly: {err}");
+            false
+        }
+        Err(_) => {
+            warn!("Failed to close WebSocket cleanly: timed out after {timeout:?}");
+            false
+        }
     }
 }

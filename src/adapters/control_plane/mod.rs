@@ -4,7 +4,8 @@
 //! It dials the configured URL with `worker_id` in the query and `Authorization: Bearer`,
 //! keeps the connection alive with pings (dead after `pong_wait` with nothing read), decodes
 //! frames into [`ControlEvent`]s, and writes reports from a queue shared by every connection:
-//! a report leaves the queue only once written, so terminal reports survive reconnects.
+//! a report leaves the queue only once the server proved it read it (see [`outbox`]), so reports
+//! survive reconnects and abrupt drops, at least once.
 //! Reconnects back off exponentially with jitter and do not reset after short-lived
 //! connections. Only this module speaks the wire protocol (through the `oz-protocol` crate).
 //!
@@ -212,6 +213,17 @@ impl TaskSource for WsTaskSource {
     async fn flush(&self, timeout: Duration) -> bool {
         self.outbox.drained(timeout).await
     }
+}
+
+/// Decodes one inbound frame exactly as a connection does (the `oz-protocol` decoder, then the
+/// conversion to domain values) and says whether the worker would act on it. For the fuzz
+/// targets and benches; the connection itself never calls it.
+#[doc(hidden)]
+pub fn decode_inbound_frame(frame: &[u8], max_frame_size: usize) -> bool {
+    !matches!(
+        decode::decode_frame(frame, max_frame_size),
+        decode::Inbound::Rejected(_)
+    )
 }
 
 /// Sends an event unless `cancel` fires first; false when the source should stop.

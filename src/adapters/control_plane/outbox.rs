@@ -1,12 +1,32 @@
-//! The outbound queue shared by every connection: serialized reports in FIFO order. A message
-//! leaves the queue only after its write succeeded, so a failed write is retried on the next
-//! connection (at-least-once delivery; a message cut off mid-write may arrive twice).
+//! The outbound queue shared by every connection: serialized reports in FIFO order, delivered
+//! at least once across abrupt connection drops.
+//!
+//! A report moves through two stages. It waits in `pending` until the current connection
+//! writes it; a successful write moves it to `written`, tagged with the number of the last
+//! ping sent before it. A successful write only means the bytes reached this host's kernel, so
+//! the report stays in `written` until the server proves it read past it: a pong answering a
+//! ping sent *after* the write (the server reads a connection in order, so by the time it
+//! answers that ping it has read the report), or the server's answer to our close frame at
+//! shutdown. When a connection ends any other way (reset, read or write error, a close the
+//! server started, a liveness timeout), everything still in `written` goes back to the front of
+//! `pending`, in its original order, and is sent again on the next connection. A report can
+//! therefore arrive twice (byte for byte identical, in the original order), never zero times
+//! while the process lives. A failed write leaves the report at the front of `pending`.
+//!
+//! Nothing here drops a report: the bound on how much can wait is enforced upstream, by the
+//! connection no longer reading the socket (so no new assignment, hence no new report, can
+//! arrive) while [`Outbox::len`] is at [`READ_PAUSE_AT`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use oz_protocol::WorkerMessage;
 use tokio::sync::watch;
+
+/// While this many reports wait (pending or unconfirmed), the connection stops reading the
+/// socket: no new assignment is decoded until the server has taken some reports. Terminal
+/// reports of tasks already running are still accepted above it; there is at most one per task.
+pub(crate) const READ_PAUSE_AT: usize = 4096;
 
 /// One encoded report, with what a log line may say about it.
 #[derive(Debug, Clone)]
@@ -29,12 +49,42 @@ impl From<&WorkerMessage> for Outgoing {
     }
 }
 
-/// Called with a message's type and task id once it was written to the socket.
+/// Called with a message's type and task id once it was written to the socket. A process
+/// that dies after the write still gets the bytes out (the kernel sends what the socket holds),
+/// so the crash journal treats a written report as sent; a connection reset is the outbox's
+/// business (it re-sends unconfirmed reports) and never reaches the journal.
 pub(crate) type WrittenHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
-/// The shared queue. Only the connection currently writing pops from it.
+/// A report written on the current connection and not yet confirmed.
+#[derive(Debug)]
+struct Written {
+    /// The number of the last ping sent before the write (0: none yet).
+    after_ping: u64,
+    message: Outgoing,
+}
+
+/// Both stages of the queue.
+#[derive(Debug, Default)]
+pub(crate) struct Queues {
+    pending: VecDeque<Outgoing>,
+    written: VecDeque<Written>,
+}
+
+impl Queues {
+    /// The next report to write, if any.
+    pub(crate) fn front(&self) -> Option<&Outgoing> {
+        self.pending.front()
+    }
+
+    /// How many reports wait to be written.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// The shared queue. Only the connection currently writing takes from it.
 pub(crate) struct Outbox {
-    queue: watch::Sender<VecDeque<Outgoing>>,
+    queue: watch::Sender<Queues>,
     written: std::sync::OnceLock<WrittenHook>,
 }
 
@@ -49,7 +99,7 @@ impl std::fmt::Debug for Outbox {
 impl Outbox {
     pub(crate) fn new() -> Self {
         Self {
-            queue: watch::Sender::new(VecDeque::new()),
+            queue: watch::Sender::new(Queues::default()),
             written: std::sync::OnceLock::new(),
         }
     }
@@ -59,43 +109,102 @@ impl Outbox {
         let _ = self.written.set(hook);
     }
 
-    /// Appends a message. Never blocks.
+    /// Appends a message. Never blocks and never drops.
     pub(crate) fn push(&self, message: Outgoing) {
-        self.queue.send_modify(|queue| queue.push_back(message));
+        self.queue
+            .send_modify(|queue| queue.pending.push_back(message));
     }
 
     /// A receiver that is notified of every change.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<VecDeque<Outgoing>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Queues> {
         self.queue.subscribe()
     }
 
-    /// Removes the front message after it was written.
-    pub(crate) fn pop_written(&self) {
-        let mut popped = None;
+    /// The front message was written after ping number `last_ping` was sent: it waits for the
+    /// answer to a later ping.
+    pub(crate) fn mark_written(&self, last_ping: u64) {
+        let mut written = None;
         self.queue.send_modify(|queue| {
-            popped = queue.pop_front();
+            if let Some(message) = queue.pending.pop_front() {
+                written = Some((message.kind, message.task_id.clone()));
+                queue.written.push_back(Written {
+                    after_ping: last_ping,
+                    message,
+                });
+            }
         });
-        if let (Some(hook), Some(message)) = (self.written.get(), popped) {
-            hook(message.kind, &message.task_id);
+        if let (Some(hook), Some((kind, task_id))) = (self.written.get(), written) {
+            hook(kind, &task_id);
         }
     }
 
-    /// How many messages wait.
-    pub(crate) fn len(&self) -> usize {
-        self.queue.borrow().len()
+    /// The server answered ping number `ping`: every report written before it was sent is
+    /// delivered. Returns how many were confirmed.
+    pub(crate) fn confirm(&self, ping: u64) -> usize {
+        let mut confirmed = 0;
+        self.queue.send_if_modified(|queue| {
+            while queue.written.front().is_some_and(|w| w.after_ping < ping) {
+                queue.written.pop_front();
+                confirmed += 1;
+            }
+            confirmed > 0
+        });
+        confirmed
     }
 
-    /// Waits until the queue is empty or `timeout` passes; true when it drained.
+    /// True when some written report is not covered by ping number `last_ping` or earlier, so
+    /// a new ping would confirm it.
+    pub(crate) fn awaits_ping(&self, last_ping: u64) -> bool {
+        self.queue
+            .borrow()
+            .written
+            .back()
+            .is_some_and(|w| w.after_ping >= last_ping)
+    }
+
+    /// The connection ended cleanly (the server answered our close frame): everything written
+    /// on it was read.
+    pub(crate) fn confirm_all(&self) {
+        self.queue.send_if_modified(|queue| {
+            let any = !queue.written.is_empty();
+            queue.written.clear();
+            any
+        });
+    }
+
+    /// The connection ended without proof that the server read everything: the unconfirmed
+    /// reports go back to the front of the queue, in order. Returns how many.
+    pub(crate) fn requeue_unconfirmed(&self) -> usize {
+        let mut requeued = 0;
+        self.queue.send_if_modified(|queue| {
+            while let Some(written) = queue.written.pop_back() {
+                queue.pending.push_front(written.message);
+                requeued += 1;
+            }
+            requeued > 0
+        });
+        requeued
+    }
+
+    /// How many messages wait, written-but-unconfirmed ones included.
+    pub(crate) fn len(&self) -> usize {
+        let queue = self.queue.borrow();
+        queue.pending.len() + queue.written.len()
+    }
+
+    /// Waits until nothing waits to be written or `timeout` passes; true when it drained.
+    /// Written reports still awaiting confirmation do not count: the close handshake that
+    /// follows a flush confirms them.
     pub(crate) async fn drained(&self, timeout: Duration) -> bool {
         let mut rx = self.queue.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(VecDeque::is_empty))
+        tokio::time::timeout(timeout, rx.wait_for(|q| q.pending.is_empty()))
             .await
             .is_ok_and(|r| r.is_ok())
     }
 }
 
 /// Waits for the front message: returns it at once when the queue is non-empty.
-pub(crate) async fn next_message(rx: &mut watch::Receiver<VecDeque<Outgoing>>) -> Outgoing {
+pub(crate) async fn next_message(rx: &mut watch::Receiver<Queues>) -> Outgoing {
     loop {
         if let Some(front) = rx.borrow_and_update().front() {
             return front.clone();
@@ -104,5 +213,60 @@ pub(crate) async fn next_message(rx: &mut watch::Receiver<VecDeque<Outgoing>>) -
             // The sender lives as long as the source; never resolve if it is gone.
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(n: usize) -> Outgoing {
+        Outgoing {
+            kind: "task_claimed",
+            task_id: format!("t{n}"),
+            text: format!("r{n}"),
+        }
+    }
+
+    fn pending(outbox: &Outbox) -> Vec<String> {
+        let queue = outbox.queue.borrow();
+        queue.pending.iter().map(|m| m.text.clone()).collect()
+    }
+
+    #[test]
+    fn a_written_report_is_requeued_in_order_until_a_later_ping_is_answered() {
+        let outbox = Outbox::new();
+        for n in 0..4 {
+            outbox.push(report(n));
+        }
+        outbox.mark_written(0); // r0 before any ping
+        outbox.mark_written(0); // r1
+        // ping 1 sent here
+        outbox.mark_written(1); // r2 after ping 1
+        assert!(outbox.awaits_ping(1));
+        assert_eq!(outbox.confirm(1), 2, "pong 1 confirms r0 and r1 only");
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox.requeue_unconfirmed(), 1);
+        assert_eq!(pending(&outbox), ["r2", "r3"]);
+    }
+
+    #[test]
+    fn a_clean_close_confirms_everything_written() {
+        let outbox = Outbox::new();
+        outbox.push(report(0));
+        outbox.mark_written(5);
+        outbox.confirm_all();
+        assert_eq!(outbox.requeue_unconfirmed(), 0);
+        assert_eq!(outbox.len(), 0);
+        assert!(!outbox.awaits_ping(5));
+    }
+
+    #[test]
+    fn an_old_pong_confirms_nothing_written_after_its_ping() {
+        let outbox = Outbox::new();
+        outbox.push(report(0));
+        outbox.mark_written(3);
+        assert_eq!(outbox.confirm(3), 0);
+        assert_eq!(outbox.confirm(4), 1);
     }
 }
