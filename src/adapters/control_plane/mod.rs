@@ -4,7 +4,7 @@
 //! It dials the configured URL with `worker_id` in the query and `Authorization: Bearer`,
 //! keeps the connection alive with pings (dead after `pong_wait` with nothing read), decodes
 //! frames into [`ControlEvent`]s, and writes reports from a queue shared by every connection:
-//! a report leaves the queue only once the server proved it read it (see [`outbox`]), so reports
+//! a report leaves the queue only once the server proved it read it (see `outbox.rs`), so reports
 //! survive reconnects and abrupt drops, at least once.
 //! Reconnects back off exponentially with jitter and do not reset after short-lived
 //! connections. Only this module speaks the wire protocol (through the `oz-protocol` crate).
