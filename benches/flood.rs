@@ -16,41 +16,19 @@
     reason = "a bench reads its knobs from the environment, times phases, and spawns a sampler thread and the daemon's tasks that live as long as its child process"
 )]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use oz_agent_worker::adapters::control_plane::{WsConfig, WsTaskSource};
-use oz_agent_worker::adapters::otel::NoopMetrics;
-use oz_agent_worker::adapters::system_clock::SystemClock;
-use oz_agent_worker::app::supervisor::{ShutdownDeadlines, Supervisor, SupervisorSettings};
-use oz_agent_worker::domain::ApiKey;
-use oz_agent_worker::domain::{ConcurrencyPolicy, Exit, SpecSettings, TaskFailure, TaskSpec};
-use oz_agent_worker::ports::{Executor, Ports, Readiness, TaskSource};
 use oz_local_control_plane::{LocalControlPlane, sample_assignment};
 use oz_protocol::WorkerMessage;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "bench-key";
 const CHILD_ENV: &str = "OZ_BENCH_FLOOD_URL";
-
-/// Succeeds at once, except tasks whose id starts with `hold-`, which run until cancelled.
-struct NoopExecutor;
-
-#[async_trait]
-impl Executor for NoopExecutor {
-    async fn run(&self, spec: &TaskSpec, cancel: CancellationToken) -> Result<Exit, TaskFailure> {
-        if spec.task_id.as_str().starts_with("hold-") {
-            cancel.cancelled().await;
-            return Ok(Exit::Cancelled);
-        }
-        Ok(Exit::Succeeded)
-    }
-}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -58,41 +36,11 @@ fn main() {
         .build()
         .expect("tokio runtime");
     if let Ok(url) = std::env::var(CHILD_ENV) {
-        runtime.block_on(run_daemon(url));
+        runtime.block_on(common::run_noop_daemon(url));
         return;
     }
     let full = std::env::args().any(|arg| arg == "--bench");
     runtime.block_on(run_bench(full));
-}
-
-/// The child: the daemon's real control-plane adapter and supervisor.
-async fn run_daemon(url: String) {
-    let source = Arc::new(
-        WsTaskSource::new(WsConfig::new(url, "bench-worker", ApiKey::new(KEY))).expect("url"),
-    );
-    let ports = Ports {
-        source: source.clone(),
-        executor: Arc::new(NoopExecutor),
-        clock: Arc::new(SystemClock),
-        metrics: Arc::new(NoopMetrics),
-    };
-    let settings = SupervisorSettings {
-        worker_id: "bench-worker".into(),
-        policy: ConcurrencyPolicy::from_configured(0),
-        spec: SpecSettings::default(),
-        deadlines: ShutdownDeadlines::default(),
-    };
-    let supervisor = Supervisor::new(ports, settings, Readiness::default());
-    let (events, receiver) = mpsc::channel(1024);
-    let token = CancellationToken::new();
-    let source_task = {
-        let token = token.clone();
-        let source: Arc<dyn TaskSource> = source;
-        tokio::spawn(async move { source.run(events, token).await })
-    };
-    supervisor.run(receiver, CancellationToken::new()).await;
-    token.cancel();
-    let _ = source_task.await;
 }
 
 async fn run_bench(full: bool) {

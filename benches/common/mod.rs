@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use oz_agent_worker::adapters::control_plane::{WsConfig, WsTaskSource};
 use oz_agent_worker::adapters::otel::NoopMetrics;
 use oz_agent_worker::adapters::system_clock::SystemClock;
@@ -17,6 +18,7 @@ use oz_agent_worker::app::supervisor::{ShutdownDeadlines, Supervisor, Supervisor
 use oz_agent_worker::domain::ApiKey;
 use oz_agent_worker::domain::ConcurrencyPolicy;
 use oz_agent_worker::domain::spec::SpecSettings;
+use oz_agent_worker::domain::{Exit, TaskFailure, TaskSpec};
 use oz_agent_worker::ports::executor::Executor;
 use oz_agent_worker::ports::{Ports, Readiness, TaskSource};
 use oz_local_control_plane::LocalControlPlane;
@@ -155,4 +157,49 @@ impl Daemon {
         let _ = tokio::time::timeout(Duration::from_secs(30), self.supervisor).await;
         let _ = tokio::time::timeout(Duration::from_secs(30), self.source).await;
     }
+}
+
+/// Succeeds at once, except tasks whose id starts with `hold-`, which run until cancelled.
+pub(crate) struct NoopExecutor;
+
+#[async_trait]
+impl Executor for NoopExecutor {
+    async fn run(&self, spec: &TaskSpec, cancel: CancellationToken) -> Result<Exit, TaskFailure> {
+        if spec.task_id.as_str().starts_with("hold-") {
+            cancel.cancelled().await;
+            return Ok(Exit::Cancelled);
+        }
+        Ok(Exit::Succeeded)
+    }
+}
+
+/// A bench's child process: the daemon's real control-plane adapter and supervisor with a
+/// [`NoopExecutor`], connected to `url`, until the supervisor stops.
+pub(crate) async fn run_noop_daemon(url: String) {
+    let source = Arc::new(
+        WsTaskSource::new(WsConfig::new(url, "bench-worker", ApiKey::new(KEY))).expect("url"),
+    );
+    let ports = Ports {
+        source: source.clone(),
+        executor: Arc::new(NoopExecutor),
+        clock: Arc::new(SystemClock),
+        metrics: Arc::new(NoopMetrics),
+    };
+    let settings = SupervisorSettings {
+        worker_id: "bench-worker".into(),
+        policy: ConcurrencyPolicy::from_configured(0),
+        spec: SpecSettings::default(),
+        deadlines: ShutdownDeadlines::default(),
+    };
+    let supervisor = Supervisor::new(ports, settings, Readiness::default());
+    let (events, receiver) = mpsc::channel(1024);
+    let token = CancellationToken::new();
+    let source_task = {
+        let token = token.clone();
+        let source: Arc<dyn TaskSource> = source;
+        tokio::spawn(async move { source.run(events, token).await })
+    };
+    supervisor.run(receiver, CancellationToken::new()).await;
+    token.cancel();
+    let _ = source_task.await;
 }
