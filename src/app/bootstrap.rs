@@ -103,7 +103,7 @@ pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
     let ws = Arc::new(WsTaskSource::new(ws).context("invalid --web-socket-url")?);
     let source: Arc<dyn TaskSource> = match &instances {
         Some(instances) => {
-            ws.on_written(restart::drop_when_written(instances.clone()));
+            ws.on_delivery(restart::journal_delivery(instances.clone()));
             let workspace_root = match &backend {
                 Backend::Direct(direct) if direct.target_dir.is_none() => {
                     Some(direct.workspace_root.as_path())
@@ -114,10 +114,16 @@ pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
             if !recovered.instances.is_empty() {
                 info!(
                     instances = recovered.instances.len(),
-                    tasks = recovered.tasks.len(),
+                    tasks = recovered.tasks.len() + recovered.resend.len(),
                     killed_process_groups = recovered.killed_groups,
                     "Cleaned up after dead worker processes with this worker id."
                 );
+            }
+            for report in recovered.resend {
+                warn!(task_id = %report.task_id(), "Sending again the terminal report of a task a dead worker process finished (the server may have it already).");
+                if let Err(err) = ws.report(report) {
+                    warn!("Cannot queue a recovered report: {err}");
+                }
             }
             for task_id in recovered.tasks {
                 warn!(task_id = %task_id, "Reporting a task a dead worker process left unreported as failed.");

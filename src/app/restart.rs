@@ -1,13 +1,18 @@
 //! Restarts: the crash journal around the control-plane source, and what a starting worker does
 //! about the tasks of dead instances of its worker id (Docker and Direct backends).
 //!
-//! A task is journaled (durably, in the state directory) before its `task_claimed` is queued,
-//! and dropped once its terminal report has been written to the socket. A worker that starts
-//! claims every dead instance of its worker id, and for each task still in a dead instance's
-//! journal: kills the process groups recorded for it (only while their leader is still the
-//! recorded process), removes its workspace (unless `--no-cleanup`), and reports it
-//! `task_failed` with reason [`RESTART_REASON`] and message [`RESTARTED_MESSAGE`]. Docker task
-//! containers of dead instances are removed by the Docker backend's start-up sweep.
+//! A task is journaled (durably, in the state directory) before its `task_claimed` is queued;
+//! the entry is marked just before that claim is written (from then on the server may know the
+//! run as claimed), gets the terminal report when one is queued, and is dropped once the server
+//! has confirmed reading that terminal report (see `Delivery::Confirmed`: a written report is
+//! not a delivered one, since a process killed with unread input on its socket has its unsent
+//! bytes discarded by the kernel). A worker that starts claims every dead instance of its
+//! worker id, and for each task still in a dead instance's journal: kills the process groups
+//! recorded for it (only while their leader is still the recorded process), removes its
+//! workspace (unless `--no-cleanup`), and reports it: the journaled terminal report again,
+//! byte for byte, when there is one (the server may have it already: at least once, as every
+//! report), else `task_failed` with reason [`RESTART_REASON`] and message [`RESTARTED_MESSAGE`].
+//! Docker task containers of dead instances are removed by the Docker backend's start-up sweep.
 //!
 //! Why `graceful_shutdown`: it is the reason the worker already sends when it stops while a task
 //! runs, and the server treats it as an infrastructure interruption of the run rather than a
@@ -23,7 +28,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::adapters::state::{Instances, kill_recorded_group};
+use crate::adapters::control_plane::Delivery;
+use crate::adapters::state::{Instances, TerminalRecord, kill_recorded_group};
 use crate::domain::{FailureReason, TaskId, TaskReport};
 use crate::ports::{ControlEvent, SourceError, TaskSource};
 
@@ -33,9 +39,9 @@ pub const RESTARTED_MESSAGE: &str = "the worker restarted while the task was run
 /// The failure reason of that report (see the module docs for why).
 pub const RESTART_REASON: FailureReason = FailureReason::GracefulShutdown;
 
-/// A [`TaskSource`] that journals each claim before queuing it. Dropping the task from the
-/// journal once its terminal report was written is the inner source's written hook (see
-/// [`drop_when_written`]).
+/// A [`TaskSource`] that journals each claim and each terminal report before queuing it.
+/// Marking the claim as sent and dropping the task once its terminal report is confirmed is the
+/// inner source's delivery hook (see [`journal_delivery`]).
 pub(crate) struct JournalingSource {
     inner: Arc<dyn TaskSource>,
     instances: Instances,
@@ -47,16 +53,79 @@ impl JournalingSource {
     }
 }
 
-/// The written hook that drops a task from the journal once its terminal report is out.
-pub(crate) fn drop_when_written(instances: Instances) -> impl Fn(&str, &str) + Send + Sync {
-    move |kind, task_id| {
-        if kind == oz_protocol::TASK_COMPLETED || kind == oz_protocol::TASK_FAILED {
-            instances.forget(task_id);
-        } else if kind == oz_protocol::TASK_CLAIMED
-            && let Err(error) = instances.record_claim_sent(task_id)
+/// The delivery hook: marks a claim as sent just before it is written, and drops a task from
+/// the journal once the server confirmed reading its terminal report.
+pub(crate) fn journal_delivery(
+    instances: Instances,
+) -> impl Fn(Delivery, &str, &str) + Send + Sync {
+    move |stage, kind, task_id| match stage {
+        Delivery::Confirmed
+            if kind == oz_protocol::TASK_COMPLETED || kind == oz_protocol::TASK_FAILED =>
         {
-            warn!(task_id, %error, "Cannot mark the claim as sent in the crash journal.");
+            instances.forget(task_id);
         }
+        Delivery::Sending if kind == oz_protocol::TASK_CLAIMED => {
+            if let Err(error) = instances.record_claim_sent(task_id) {
+                warn!(task_id, %error, "Cannot mark the claim as sent in the crash journal.");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The journal's copy of a terminal report (`None` for a claim or a rejection).
+fn terminal_record(report: &TaskReport) -> Option<(&TaskId, TerminalRecord)> {
+    match report {
+        TaskReport::Completed {
+            task_id,
+            message,
+            cancelled,
+        } => Some((
+            task_id,
+            TerminalRecord::Completed {
+                message: message.clone(),
+                cancelled: *cancelled,
+            },
+        )),
+        TaskReport::Failed {
+            task_id,
+            message,
+            failure_reason,
+            exit_code,
+        } => Some((
+            task_id,
+            TerminalRecord::Failed {
+                message: message.clone(),
+                failure_reason: failure_reason.as_str().to_owned(),
+                exit_code: *exit_code,
+            },
+        )),
+        TaskReport::Claimed { .. } | TaskReport::Rejected { .. } => None,
+    }
+}
+
+/// The report a journaled terminal record stands for. An unknown reason (a journal written by
+/// a newer version) becomes `unknown`, as an unknown reason from a backend would.
+fn report_from_record(task_id: TaskId, record: TerminalRecord) -> TaskReport {
+    match record {
+        TerminalRecord::Completed { message, cancelled } => TaskReport::Completed {
+            task_id,
+            message,
+            cancelled,
+        },
+        TerminalRecord::Failed {
+            message,
+            failure_reason,
+            exit_code,
+        } => TaskReport::Failed {
+            task_id,
+            message,
+            failure_reason: FailureReason::ALL
+                .into_iter()
+                .find(|r| r.as_str() == failure_reason)
+                .unwrap_or(FailureReason::Unknown),
+            exit_code,
+        },
     }
 }
 
@@ -77,6 +146,12 @@ impl TaskSource for JournalingSource {
             // The run still goes ahead; only its recovery after a crash is lost.
             warn!(task_id = %task_id, %error, "Cannot journal the claimed task; it will not be recovered if the worker crashes.");
         }
+        if let Some((task_id, record)) = terminal_record(&report)
+            && let Err(error) = self.instances.record_terminal(task_id.as_str(), record)
+        {
+            // A crash before the server confirms it then reports a restart failure instead.
+            warn!(task_id = %task_id, %error, "Cannot journal the terminal report.");
+        }
         self.inner.report(report)
     }
 
@@ -90,8 +165,12 @@ impl TaskSource for JournalingSource {
 pub struct Recovered {
     /// Dead instances cleaned up.
     pub instances: Vec<String>,
-    /// Their unreported tasks, now in this instance's journal, to report as failed.
+    /// Their tasks that never got a terminal report (now in this instance's journal), to
+    /// report as failed ([`restarted_report`]).
     pub tasks: Vec<TaskId>,
+    /// The journaled terminal reports of their tasks that the server never confirmed, to send
+    /// again as they were.
+    pub resend: Vec<TaskReport>,
     /// Process groups killed.
     pub killed_groups: usize,
     /// Tasks whose claim never reached the socket: cleaned up but not reported (the server
@@ -147,7 +226,10 @@ pub fn recover(instances: &Instances, workspace_root: Option<&Path>, cleanup: bo
                 continue;
             }
             match TaskId::parse(entry.task_id) {
-                Ok(task_id) => recovered.tasks.push(task_id),
+                Ok(task_id) => match entry.terminal {
+                    Some(record) => recovered.resend.push(report_from_record(task_id, record)),
+                    None => recovered.tasks.push(task_id),
+                },
                 Err(_) => {
                     warn!(instance = %dead, "Skipping a journal entry with an empty task id.")
                 }
@@ -166,5 +248,119 @@ pub fn restarted_report(task_id: TaskId) -> TaskReport {
         message: RESTARTED_MESSAGE.to_owned(),
         failure_reason: RESTART_REASON,
         exit_code: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(raw: &str) -> TaskId {
+        TaskId::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn a_dead_instances_journal_becomes_reports_resent_as_queued_failed_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = Instances::open(dir.path(), "w").unwrap();
+        let source = JournalingSource::new(Arc::new(NullSource), dead.clone());
+        let hook = journal_delivery(dead.clone());
+        let claim = |task: &str| TaskReport::Claimed {
+            task_id: id(task),
+            worker_id: "w".into(),
+        };
+        // Finished, terminal report queued but never confirmed.
+        let finished = TaskReport::Failed {
+            task_id: id("finished"),
+            message: "exit 3".into(),
+            failure_reason: FailureReason::AgentInvocation,
+            exit_code: Some(3),
+        };
+        source.report(claim("finished")).unwrap();
+        hook(Delivery::Sending, oz_protocol::TASK_CLAIMED, "finished");
+        source.report(finished.clone()).unwrap();
+        hook(Delivery::Sending, oz_protocol::TASK_FAILED, "finished");
+        // Running, its claim on the wire.
+        source.report(claim("running")).unwrap();
+        hook(Delivery::Sending, oz_protocol::TASK_CLAIMED, "running");
+        // Claimed, the claim never written.
+        source.report(claim("unsent")).unwrap();
+        // Done and confirmed: nothing left.
+        source.report(claim("done")).unwrap();
+        hook(Delivery::Sending, oz_protocol::TASK_CLAIMED, "done");
+        source
+            .report(TaskReport::Completed {
+                task_id: id("done"),
+                message: "ok".into(),
+                cancelled: false,
+            })
+            .unwrap();
+        hook(Delivery::Sending, oz_protocol::TASK_COMPLETED, "done");
+        hook(Delivery::Confirmed, oz_protocol::TASK_COMPLETED, "done");
+        drop((source, hook, dead));
+
+        let next = Instances::open(dir.path(), "w").unwrap();
+        let recovered = recover(&next, None, true);
+        assert_eq!(recovered.instances.len(), 1);
+        assert_eq!(recovered.resend, [finished]);
+        assert_eq!(recovered.tasks, [id("running")]);
+        assert_eq!(recovered.unsent_claims, 1);
+        let mut left: Vec<_> = next.journal().into_iter().map(|e| e.task_id).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["finished", "running"],
+            "owed reports stay journaled until confirmed"
+        );
+    }
+
+    #[test]
+    fn a_journaled_reason_this_version_does_not_know_is_sent_as_unknown() {
+        let report = report_from_record(
+            id("t"),
+            TerminalRecord::Failed {
+                message: "m".into(),
+                failure_reason: "from_the_future".into(),
+                exit_code: None,
+            },
+        );
+        assert!(matches!(
+            report,
+            TaskReport::Failed {
+                failure_reason: FailureReason::Unknown,
+                ..
+            }
+        ));
+        for reason in FailureReason::ALL {
+            let failed = TaskReport::Failed {
+                task_id: id("t"),
+                message: "m".into(),
+                failure_reason: reason,
+                exit_code: Some(1),
+            };
+            let (_, record) = terminal_record(&failed).unwrap();
+            assert_eq!(report_from_record(id("t"), record), failed);
+        }
+    }
+
+    struct NullSource;
+
+    #[async_trait]
+    impl TaskSource for NullSource {
+        async fn run(
+            &self,
+            _events: mpsc::Sender<ControlEvent>,
+            _cancel: CancellationToken,
+        ) -> Result<(), SourceError> {
+            Ok(())
+        }
+
+        fn report(&self, _report: TaskReport) -> Result<(), SourceError> {
+            Ok(())
+        }
+
+        async fn flush(&self, _timeout: Duration) -> bool {
+            true
+        }
     }
 }

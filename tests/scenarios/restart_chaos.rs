@@ -206,10 +206,10 @@ async fn runs_survive_ten_kills_and_restarts_reported_exactly_once_leaving_nothi
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
     }
     // Guaranteed: no run is lost and nothing is left in the state directory or the workspace
-    // root. Not guaranteed (printed above, see docs/restarts.md): a SIGKILL in the microseconds
-    // between writing a terminal report and dropping it from the journal reports that run
-    // twice, and one between an agent's spawn and its record leaves that agent running. This
-    // driver kills right after receiving a report, so it aims at the first window.
+    // root. Not guaranteed (printed above, see docs/restarts.md): a SIGKILL between the server
+    // reading a terminal report and the worker seeing that confirmed makes the next worker send
+    // it again (identical), and one between an agent's spawn and its record leaves that agent
+    // running. This driver kills right after receiving a report, so it aims at the first window.
     assert_eq!(never, 0, "runs never reported");
     assert_eq!(
         (workspaces, journal),

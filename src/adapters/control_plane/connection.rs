@@ -165,6 +165,7 @@ async fn serve_inner(
                 }
             }
             message = next_message(&mut outbound) => {
+                outbox.sending(&message);
                 let sent = tokio::time::timeout(
                     config.write_timeout,
                     socket.send(Message::text(message.text.clone())),

@@ -35,6 +35,7 @@ use url::Url;
 pub use backoff::{Backoff, BackoffConfig, InvalidBackoff};
 pub use config::WsConfig;
 pub use handshake::{UrlError, worker_url};
+pub use outbox::Delivery;
 
 use crate::domain::TaskReport;
 use crate::ports::{ControlEvent, SourceError, TaskSource};
@@ -98,10 +99,11 @@ impl WsTaskSource {
         &self.url
     }
 
-    /// Calls `hook` with the wire type and task id of each report once it has been written to
-    /// the socket (used to drop a task from the crash journal). Only the first hook set counts.
-    pub fn on_written(&self, hook: impl Fn(&str, &str) + Send + Sync + 'static) {
-        self.outbox.on_written(Box::new(hook));
+    /// Calls `hook` with the stage, wire type and task id of each report just before it is
+    /// written and once the server has confirmed reading it (used by the crash journal). Only
+    /// the first hook set counts.
+    pub fn on_delivery(&self, hook: impl Fn(Delivery, &str, &str) + Send + Sync + 'static) {
+        self.outbox.on_delivery(Box::new(hook));
     }
 
     /// How many reports wait to be written.

@@ -49,11 +49,22 @@ impl From<&WorkerMessage> for Outgoing {
     }
 }
 
-/// Called with a message's type and task id once it was written to the socket. A process
-/// that dies after the write still gets the bytes out (the kernel sends what the socket holds),
-/// so the crash journal treats a written report as sent; a connection reset is the outbox's
-/// business (it re-sends unconfirmed reports) and never reaches the journal.
-pub(crate) type WrittenHook = Box<dyn Fn(&str, &str) + Send + Sync>;
+/// Where a report is on its way to the server, as told to the [`DeliveryHook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// About to be written to the socket: from here on the server may see it (a process killed
+    /// right after the write can still get the bytes out).
+    Sending,
+    /// The server proved it read the report (a later ping answered, or our close echoed).
+    /// Until then a dying process cannot know: a socket closed with unread input is reset
+    /// by the kernel, which discards what it had not sent yet.
+    Confirmed,
+}
+
+/// Called with the stage, the message's type and its task id: [`Delivery::Sending`] just
+/// before each write, [`Delivery::Confirmed`] once the server has read it. The crash journal
+/// uses both (see `app::restart`).
+pub(crate) type DeliveryHook = Box<dyn Fn(Delivery, &str, &str) + Send + Sync>;
 
 /// A report written on the current connection and not yet confirmed.
 #[derive(Debug)]
@@ -85,7 +96,7 @@ impl Queues {
 /// The shared queue. Only the connection currently writing takes from it.
 pub(crate) struct Outbox {
     queue: watch::Sender<Queues>,
-    written: std::sync::OnceLock<WrittenHook>,
+    hook: std::sync::OnceLock<DeliveryHook>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -100,13 +111,28 @@ impl Outbox {
     pub(crate) fn new() -> Self {
         Self {
             queue: watch::Sender::new(Queues::default()),
-            written: std::sync::OnceLock::new(),
+            hook: std::sync::OnceLock::new(),
         }
     }
 
-    /// Sets the hook called after each successful write (once; later calls are ignored).
-    pub(crate) fn on_written(&self, hook: WrittenHook) {
-        let _ = self.written.set(hook);
+    /// Sets the delivery hook (once; later calls are ignored).
+    pub(crate) fn on_delivery(&self, hook: DeliveryHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// Tells the hook that `message` is about to be written.
+    pub(crate) fn sending(&self, message: &Outgoing) {
+        if let Some(hook) = self.hook.get() {
+            hook(Delivery::Sending, message.kind, &message.task_id);
+        }
+    }
+
+    fn tell_confirmed(&self, confirmed: Vec<Outgoing>) {
+        if let Some(hook) = self.hook.get() {
+            for message in confirmed {
+                hook(Delivery::Confirmed, message.kind, &message.task_id);
+            }
+        }
     }
 
     /// Appends a message. Never blocks and never drops.
@@ -123,33 +149,31 @@ impl Outbox {
     /// The front message was written after ping number `last_ping` was sent: it waits for the
     /// answer to a later ping.
     pub(crate) fn mark_written(&self, last_ping: u64) {
-        let mut written = None;
         self.queue.send_modify(|queue| {
             if let Some(message) = queue.pending.pop_front() {
-                written = Some((message.kind, message.task_id.clone()));
                 queue.written.push_back(Written {
                     after_ping: last_ping,
                     message,
                 });
             }
         });
-        if let (Some(hook), Some((kind, task_id))) = (self.written.get(), written) {
-            hook(kind, &task_id);
-        }
     }
 
     /// The server answered ping number `ping`: every report written before it was sent is
     /// delivered. Returns how many were confirmed.
     pub(crate) fn confirm(&self, ping: u64) -> usize {
-        let mut confirmed = 0;
+        let mut confirmed = Vec::new();
         self.queue.send_if_modified(|queue| {
             while queue.written.front().is_some_and(|w| w.after_ping < ping) {
-                queue.written.pop_front();
-                confirmed += 1;
+                if let Some(written) = queue.written.pop_front() {
+                    confirmed.push(written.message);
+                }
             }
-            confirmed > 0
+            !confirmed.is_empty()
         });
-        confirmed
+        let count = confirmed.len();
+        self.tell_confirmed(confirmed);
+        count
     }
 
     /// True when some written report is not covered by ping number `last_ping` or earlier, so
@@ -165,11 +189,12 @@ impl Outbox {
     /// The connection ended cleanly (the server answered our close frame): everything written
     /// on it was read.
     pub(crate) fn confirm_all(&self) {
+        let mut confirmed = Vec::new();
         self.queue.send_if_modified(|queue| {
-            let any = !queue.written.is_empty();
-            queue.written.clear();
-            any
+            confirmed.extend(queue.written.drain(..).map(|w| w.message));
+            !confirmed.is_empty()
         });
+        self.tell_confirmed(confirmed);
     }
 
     /// The connection ended without proof that the server read everything: the unconfirmed
@@ -259,6 +284,41 @@ mod tests {
         assert_eq!(outbox.requeue_unconfirmed(), 0);
         assert_eq!(outbox.len(), 0);
         assert!(!outbox.awaits_ping(5));
+    }
+
+    #[test]
+    fn the_hook_hears_of_a_report_before_its_write_and_after_its_confirmation_only() {
+        use std::sync::{Arc, Mutex};
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let outbox = Outbox::new();
+        let sink = heard.clone();
+        outbox.on_delivery(Box::new(move |stage, kind, task| {
+            sink.lock()
+                .unwrap()
+                .push(format!("{stage:?} {kind} {task}"));
+        }));
+        outbox.push(report(0));
+        outbox.push(report(1));
+        outbox.sending(&report(0));
+        outbox.mark_written(0);
+        outbox.sending(&report(1));
+        outbox.mark_written(1);
+        assert_eq!(outbox.confirm(1), 1);
+        // The connection drops: r1 is re-queued, not confirmed.
+        assert_eq!(outbox.requeue_unconfirmed(), 1);
+        outbox.sending(&report(1));
+        outbox.mark_written(0);
+        outbox.confirm_all();
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [
+                "Sending task_claimed t0",
+                "Sending task_claimed t1",
+                "Confirmed task_claimed t0",
+                "Sending task_claimed t1",
+                "Confirmed task_claimed t1",
+            ]
+        );
     }
 
     #[test]

@@ -37,6 +37,32 @@ pub struct JournalEntry {
     /// Its per-task workspace (Direct backend; never a shared target directory).
     #[serde(default)]
     pub workspace: Option<PathBuf>,
+    /// Its terminal report, once queued: a later instance sends exactly this report again when
+    /// the server never confirmed reading it.
+    #[serde(default)]
+    pub terminal: Option<TerminalRecord>,
+}
+
+/// A terminal report as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TerminalRecord {
+    /// `task_completed`.
+    Completed {
+        /// The message.
+        message: String,
+        /// True for a run the user cancelled.
+        cancelled: bool,
+    },
+    /// `task_failed`.
+    Failed {
+        /// The message.
+        message: String,
+        /// The wire spelling of the failure reason.
+        failure_reason: String,
+        /// The exit code, when there is one.
+        exit_code: Option<i32>,
+    },
 }
 
 impl JournalEntry {
@@ -47,6 +73,7 @@ impl JournalEntry {
             claim_sent: false,
             groups: Vec::new(),
             workspace: None,
+            terminal: None,
         }
     }
 

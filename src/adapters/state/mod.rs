@@ -20,7 +20,7 @@
 mod journal;
 mod process;
 
-pub use journal::{GroupRecord, JournalEntry};
+pub use journal::{GroupRecord, JournalEntry, TerminalRecord};
 pub use process::{kill_recorded_group, start_ticks};
 
 use std::collections::HashMap;
@@ -304,13 +304,22 @@ impl Instances {
         self.update(task_id, true, |entry| entry.push_group(group))
     }
 
-    /// Marks that `task_id`'s `task_claimed` was written to the socket, if the task is
-    /// journaled (no fsync, as in [`Instances::forget`]).
+    /// Marks that `task_id`'s `task_claimed` may have reached the server (it is about to be
+    /// written), if the task is journaled (no fsync: a process crash sees the rename).
     ///
     /// # Errors
     /// The write's error.
     pub fn record_claim_sent(&self, task_id: &str) -> io::Result<()> {
         self.update(task_id, false, |entry| entry.claim_sent = true)
+    }
+
+    /// Records the terminal report queued for `task_id`, if the task is journaled (durably: it
+    /// is what a later instance sends when this one dies before the server confirmed it).
+    ///
+    /// # Errors
+    /// The write's error.
+    pub fn record_terminal(&self, task_id: &str, terminal: TerminalRecord) -> io::Result<()> {
+        self.update(task_id, true, |entry| entry.terminal = Some(terminal))
     }
 
     /// Records the per-task workspace of `task_id`, if the task is journaled.
@@ -323,13 +332,12 @@ impl Instances {
         })
     }
 
-    /// Drops `task_id` from the journal (right after its terminal report was written). No
-    /// fsync: the unlink is done the moment it returns, which is what a process crash can see,
-    /// and keeping this step short keeps the window in which a crash makes a run reported twice
-    /// (written, not yet dropped) to microseconds.
+    /// Drops `task_id` from the journal (once the server confirmed reading its terminal
+    /// report). No fsync: the unlink is done the moment it returns, which is what a process
+    /// crash can see; a power loss that brings the entry back only makes the report repeat.
     pub fn forget(&self, task_id: &str) {
-        // No journal lock: nothing updates an entry once its terminal report is written, and
-        // waiting here for another task's fsync would widen the window.
+        // No journal lock: nothing updates an entry once its terminal report is confirmed, and
+        // waiting here for another task's fsync would only slow the connection down.
         let dir = self.tasks_dir(&self.inner.instance_id);
         match fs::remove_file(dir.join(journal::file_name(task_id))) {
             Ok(()) => {}

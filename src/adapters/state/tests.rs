@@ -45,6 +45,12 @@ fn the_journal_records_updates_hands_over_and_forgets() {
     a.record_group("t-1", group).unwrap();
     a.record_workspace("t-1", Path::new("/ws/t-1")).unwrap();
     a.record_claim_sent("t-1").unwrap();
+    let terminal = TerminalRecord::Failed {
+        message: "exit 3".into(),
+        failure_reason: "agent_invocation".into(),
+        exit_code: Some(3),
+    };
+    a.record_terminal("t-1", terminal.clone()).unwrap();
     a.record_group("not-journaled", group).unwrap();
     a.forget("t-2");
     let journal = a.journal();
@@ -55,6 +61,7 @@ fn the_journal_records_updates_hands_over_and_forgets() {
             claim_sent: true,
             groups: vec![group],
             workspace: Some("/ws/t-1".into()),
+            terminal: Some(terminal),
         }]
     );
 
