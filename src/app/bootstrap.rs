@@ -1,6 +1,7 @@
 //! Wiring: turns a validated [`Config`] into adapters and the [`Supervisor`], and runs them.
 //! This is the only place that names every adapter.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +95,13 @@ pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
         .await
         .context("Failed to create worker")?;
     readiness.set_backend_ready(true);
+    // Tasks dead instances of this worker id left running on the backend, now this one's to
+    // follow; recovery below must not report them as lost.
+    let orphans = executor.adopt_orphans().await;
+    let adopted: HashSet<String> = orphans
+        .iter()
+        .map(|o| o.task_id.as_str().to_owned())
+        .collect();
 
     let ws = WsConfig::new(
         config.web_socket_url.clone(),
@@ -110,7 +118,7 @@ pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
                 }
                 _ => None,
             };
-            let recovered = restart::recover(instances, workspace_root, config.cleanup);
+            let recovered = restart::recover(instances, workspace_root, config.cleanup, &adopted);
             if !recovered.instances.is_empty() {
                 info!(
                     instances = recovered.instances.len(),
@@ -151,8 +159,10 @@ pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
         clock: Arc::new(SystemClock),
         metrics: Arc::new(metrics.clone()),
     };
+    let mut supervisor = Supervisor::new(ports, settings, readiness.clone());
+    supervisor.adopt(orphans);
     Ok(App {
-        supervisor: Supervisor::new(ports, settings, readiness.clone()),
+        supervisor,
         source,
         metrics,
         readiness,

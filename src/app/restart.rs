@@ -19,6 +19,7 @@
 //! failure of the task's own code, which is exactly what a worker restart is. `unknown` would
 //! hide that, and no backend reason (`container_exit`, `agent_invocation`) is true.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,19 +177,32 @@ pub struct Recovered {
     /// Tasks whose claim never reached the socket: cleaned up but not reported (the server
     /// never saw them claimed and offers them again).
     pub unsent_claims: usize,
+    /// Tasks left to the backend, which adopted them.
+    pub adopted: usize,
 }
 
 /// Claims the dead instances of this worker id and ends what their journals list: kills the
 /// recorded process groups, removes per-task workspaces under `workspace_root` (when `cleanup`),
-/// and moves each entry into this instance's journal. Returns the tasks to report: those whose
-/// `task_claimed` was written (the others are dropped from the journal). Call it after
-/// the backend's own start-up sweep, which may already have claimed some instances.
-pub fn recover(instances: &Instances, workspace_root: Option<&Path>, cleanup: bool) -> Recovered {
+/// and moves each entry into this instance's journal. Returns the reports owed: the journaled
+/// terminal reports, and a restart failure for each task whose `task_claimed` may have left
+/// (the others are dropped from the journal). Tasks in `adopted` (the backend took them over
+/// and follows them) are only moved into this instance's journal. Call it after the backend's
+/// own start-up sweep, which may already have claimed some instances.
+pub fn recover(
+    instances: &Instances,
+    workspace_root: Option<&Path>,
+    cleanup: bool,
+    adopted: &HashSet<String>,
+) -> Recovered {
     let mut recovered = Recovered::default();
     for dead in instances.claim_dead() {
         for entry in instances.journal_of(&dead) {
             if let Err(error) = instances.take_over(&dead, &entry.task_id) {
                 warn!(task_id = %entry.task_id, instance = %dead, %error, "Cannot move a dead instance's journal entry; reporting it anyway.");
+            }
+            if adopted.contains(&entry.task_id) {
+                recovered.adopted += 1;
+                continue;
             }
             for group in &entry.groups {
                 if kill_recorded_group(*group) {
@@ -300,7 +314,7 @@ mod tests {
         drop((source, hook, dead));
 
         let next = Instances::open(dir.path(), "w").unwrap();
-        let recovered = recover(&next, None, true);
+        let recovered = recover(&next, None, true, &HashSet::new());
         assert_eq!(recovered.instances.len(), 1);
         assert_eq!(recovered.resend, [finished]);
         assert_eq!(recovered.tasks, [id("running")]);

@@ -21,10 +21,10 @@ use crate::domain::failure::TaskResult;
 use crate::domain::spec::prepare;
 use crate::domain::{
     Admission, Assignment, CancelSource, Capacity, ConcurrencyPolicy, Effect, Exit, FailureReason,
-    Intake, SpecSettings, TaskEvent, TaskFailure, TaskId, TaskReport, TaskState, Transition,
+    Intake, SpecSettings, TaskEvent, TaskFailure, TaskId, TaskReport, TaskState, Transition, adopt,
     assign,
 };
-use crate::ports::{CancelError, ControlEvent, Ports, Readiness, Signal};
+use crate::ports::{CancelError, ControlEvent, Orphan, Ports, Readiness, Signal};
 
 /// Bound on the executor's best-effort cancel hook.
 pub const BACKEND_CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,6 +123,12 @@ pub(crate) enum Event {
         /// False when it ran into its deadline.
         in_time: bool,
     },
+    /// It is time to look for orphans again (the executor's scan interval passed).
+    OrphanScanDue,
+    /// An orphan scan returned what the executor took over.
+    OrphansFound(Vec<Orphan>),
+    /// An orphan scan panicked.
+    OrphanScanCrashed(JoinError),
 }
 
 /// How a backend cancel hook ended.
@@ -229,6 +235,10 @@ pub struct Supervisor {
     tasks: HashMap<TaskId, ActiveTask>,
     executions: JoinSet<(TaskId, Result<Exit, TaskFailure>)>,
     backend_cancels: JoinSet<(TaskId, HookOutcome)>,
+    /// The orphan scan in flight (at most one).
+    scans: JoinSet<Vec<Orphan>>,
+    /// When the next orphan scan is due (`None`: the executor scans only at start-up).
+    next_scan: Option<Instant>,
 }
 
 impl Supervisor {
@@ -244,6 +254,27 @@ impl Supervisor {
             tasks: HashMap::new(),
             executions: JoinSet::new(),
             backend_cancels: JoinSet::new(),
+            scans: JoinSet::new(),
+            next_scan: None,
+        }
+    }
+
+    /// Follows tasks that dead worker processes left running and that the executor took over
+    /// (see [`crate::ports::Executor::adopt_orphans`]): each holds a slot until it ends and is
+    /// reported like a claimed task, and a cancel for it reaches it. No `task_claimed` is
+    /// sent (the dead process sent it). A task already in the table is left alone.
+    pub fn adopt(&mut self, orphans: Vec<Orphan>) {
+        let now = self.ports.clock.now();
+        for orphan in orphans {
+            let task_id = orphan.task_id.clone();
+            let Some(state) = adopt(self.tasks.get(&task_id).map(|t| t.state), now) else {
+                warn!(task_id = %task_id, "Not adopting a task this worker already runs");
+                continue;
+            };
+            info!(task_id = %task_id, handle = %orphan.handle, "Adopted a task a dead worker process left running; following it to its end");
+            self.ports.metrics.record(Signal::TaskAdopted);
+            let execution = self.follow(orphan);
+            self.tasks.insert(task_id, ActiveTask { state, execution });
         }
     }
 
@@ -266,6 +297,7 @@ impl Supervisor {
         events: mpsc::Receiver<ControlEvent>,
         shutdown: CancellationToken,
     ) -> Stopped {
+        self.schedule_scan();
         let mut inputs = Inputs::new(events, shutdown);
         while self.phase != Phase::Done {
             let event = self.next_event(&mut inputs).await;
@@ -298,8 +330,22 @@ impl Supervisor {
                     Event::SourceEnded
                 }
             },
+            Some(joined) = self.scans.join_next() => match joined {
+                Ok(orphans) => Event::OrphansFound(orphans),
+                Err(crashed) => Event::OrphanScanCrashed(crashed),
+            },
+            () = sleep_until_some(self.next_scan), if running && self.scans.is_empty() => Event::OrphanScanDue,
             event = run_step(&mut self.step) => event,
         }
+    }
+
+    /// Sets when the next orphan scan is due, from the executor's interval.
+    pub(crate) fn schedule_scan(&mut self) {
+        self.next_scan = self
+            .ports
+            .executor
+            .orphan_scan_interval()
+            .map(|every| Instant::now() + every);
     }
 
     /// Handles one event. Synchronous: whatever takes time runs as an execution, a cancel hook
@@ -370,6 +416,29 @@ impl Supervisor {
                 }
                 self.phase = Phase::Done;
                 self.step = None;
+            }
+            Event::OrphanScanDue => {
+                let executor = self.ports.executor.clone();
+                self.scans
+                    .spawn(async move { executor.adopt_orphans().await });
+                self.next_scan = None;
+            }
+            Event::OrphansFound(orphans) => {
+                if matches!(self.phase, Phase::Running | Phase::Draining { .. }) {
+                    self.adopt(orphans);
+                } else if !orphans.is_empty() {
+                    // Taken over just as this worker stops: they stay on the backend, where
+                    // the next worker process finds them.
+                    warn!(
+                        orphans = orphans.len(),
+                        "Not following tasks adopted during shutdown; the next worker process will"
+                    );
+                }
+                self.schedule_scan();
+            }
+            Event::OrphanScanCrashed(crashed) => {
+                error!("the executor's orphan scan panicked: {crashed}");
+                self.schedule_scan();
             }
         }
         self.advance();
@@ -678,6 +747,27 @@ impl Supervisor {
         }
     }
 
+    fn follow(&mut self, orphan: Orphan) -> Execution {
+        let task_id = orphan.task_id.clone();
+        let cancel = CancellationToken::new();
+        let executor = self.ports.executor.clone();
+        let token = cancel.clone();
+        let span = info_span!("task", task_id = %task_id);
+        let execution_id = orphan.execution_id.clone();
+        let handle = self.executions.spawn(
+            async move {
+                let outcome = executor.follow(&orphan, token).await;
+                (task_id, outcome)
+            }
+            .instrument(span),
+        );
+        Execution {
+            execution_id,
+            cancel,
+            handle,
+        }
+    }
+
     /// Calls the executor's best-effort cancel hook, bounded by [`BACKEND_CANCEL_TIMEOUT`]; its
     /// end comes back as [`Event::BackendCancelDone`].
     fn invoke_backend_cancel(&mut self, task_id: &TaskId, execution_id: String) {
@@ -704,6 +794,14 @@ impl Supervisor {
         if let Err(err) = self.ports.source.report(report) {
             error!(task_id = %task_id, "Failed to queue report: {err}");
         }
+    }
+}
+
+/// Sleeps until `at`; never resolves for `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

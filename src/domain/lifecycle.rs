@@ -122,6 +122,16 @@ pub struct Capacity {
     pub intake: Intake,
 }
 
+/// The state of a task that a dead worker process left running and this one adopts: running
+/// from `now`, or `None` when the task is already in the table in a state that holds a slot
+/// (then it is left alone). No effects: nothing is claimed or reported at adoption.
+pub fn adopt(current: Option<TaskState>, now: Instant) -> Option<TaskState> {
+    match current {
+        Some(state) if state.holds_slot() => None,
+        _ => Some(TaskState::started(now)),
+    }
+}
+
 /// An assignment of `task_id` arrived; `current` is the task's entry in the active table
 /// (`None` when it has none). Returns the policy's decision (for the app's log line) and the
 /// transition:

@@ -16,7 +16,9 @@ pub mod spec;
 pub mod task;
 
 pub use failure::{CancelSource, Exit, FailurePhase, FailureReason, TaskFailure, TaskResult};
-pub use lifecycle::{Capacity, Effect, TaskEvent, TaskState, Transition, TransitionError, assign};
+pub use lifecycle::{
+    Capacity, Effect, TaskEvent, TaskState, Transition, TransitionError, adopt, assign,
+};
 pub use policy::{Admission, ConcurrencyPolicy, Intake, RejectReason};
 pub use report::TaskReport;
 pub use secret::ApiKey;

@@ -18,6 +18,9 @@ pub enum Signal {
     TaskRejected(RejectReason),
     /// A task was claimed and now counts as active.
     TaskClaimed,
+    /// A task a dead worker process left running was adopted: it counts as active (it was
+    /// claimed by that process, so the claim counter does not move).
+    TaskAdopted,
     /// One execution ended; it no longer counts as active.
     TaskFinished {
         /// The `result` label.

@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod task_source;
 
 pub use clock::Clock;
-pub use executor::{CancelError, Executor};
+pub use executor::{CancelError, Executor, Orphan};
 pub use health::Readiness;
 pub use metrics::{Metrics, Signal};
 pub use task_source::{ControlEvent, SourceError, TaskSource};

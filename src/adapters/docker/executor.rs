@@ -21,10 +21,11 @@ use super::image::{self, Platform, PullRequest, server_message};
 use super::labels::{self, Owner, Role};
 use super::reference::ImageRef;
 use super::sidecar::{self, SidecarCache};
-use crate::adapters::state::Liveness;
+use crate::adapters::state::{Instances, Liveness};
+use crate::domain::env::EnvList;
 use crate::domain::spec::TaskSpec;
-use crate::domain::{Exit, FailureReason, TaskFailure};
-use crate::ports::executor::Executor;
+use crate::domain::{Exit, FailureReason, TaskFailure, TaskId};
+use crate::ports::executor::{Executor, Orphan};
 
 /// The engine endpoint when `DOCKER_HOST` is unset.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -72,6 +73,32 @@ pub struct DockerExecutor {
     platform: Platform,
     client_config_dir: Option<PathBuf>,
     sidecars: SidecarCache,
+    /// Dead instances' task containers found by the start-up sweep, until adopted.
+    adoptable: std::sync::Mutex<Vec<labels::AdoptableContainer>>,
+}
+
+/// What the start-up sweep learns from the state directory (`None`: the worker runs without
+/// one, and only unlabelled containers count as a dead instance's).
+struct StateOwnership<'a>(Option<&'a Instances>);
+
+impl labels::Ownership for StateOwnership<'_> {
+    fn is_dead(&self, instance_id: &str) -> bool {
+        match self.0 {
+            Some(instances) => instances.liveness(instance_id) == Liveness::Dead,
+            None => instance_id.is_empty(),
+        }
+    }
+
+    fn adopted_by_live(&self, task_id: &str) -> bool {
+        self.0
+            .is_some_and(|instances| instances.journaled_by_live(task_id))
+    }
+
+    fn adoptable(&self, task_id: &str) -> bool {
+        self.0
+            .and_then(|instances| instances.dead_entry(task_id))
+            .is_some_and(|entry| entry.claim_sent && entry.terminal.is_none())
+    }
 }
 
 impl DockerExecutor {
@@ -132,15 +159,17 @@ impl DockerExecutor {
             %platform,
             "Connected to the Docker Engine."
         );
-        let instances = config.instances.clone();
-        let is_dead = move |instance: &str| match &instances {
-            Some(instances) => instances.liveness(instance) == Liveness::Dead,
-            None => instance.is_empty(),
-        };
+        if let Some(instances) = &config.instances {
+            // Claim every dead instance first: a task container carries the label of the
+            // instance that started it, while its journal entry may have moved on to a later
+            // instance that adopted it and died too.
+            instances.claim_dead();
+        }
+        let owners = StateOwnership(config.instances.as_ref());
         let sweep = labels::sweep_orphans(
             &docker,
             &config.worker_id,
-            &is_dead,
+            &owners,
             config.cleanup,
             config.stop_grace,
         )
@@ -165,6 +194,7 @@ impl DockerExecutor {
             platform,
             client_config_dir,
             sidecars: SidecarCache::default(),
+            adoptable: std::sync::Mutex::new(sweep.adoptable),
         })
     }
 
@@ -256,6 +286,16 @@ impl DockerExecutor {
                 format!("failed to start container: {}", server_message(&e)),
             )
         })?;
+        self.wait(id, cancel, redactor).await
+    }
+
+    /// Waits for a started container to stop (or stops it on `cancel`) and maps its exit.
+    async fn wait(
+        &self,
+        id: &str,
+        cancel: &CancellationToken,
+        redactor: &Redactor,
+    ) -> Result<Exit, Halt> {
         let options = WaitContainerOptionsBuilder::default()
             .condition("not-running")
             .build();
@@ -413,6 +453,67 @@ impl Executor for DockerExecutor {
 
     fn survives_daemon_restart(&self) -> bool {
         false
+    }
+
+    async fn adopt_orphans(&self) -> Vec<Orphan> {
+        let found = std::mem::take(
+            &mut *self
+                .adoptable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        found
+            .into_iter()
+            .filter_map(|container| {
+                let task_id = TaskId::parse(container.task_id).ok()?;
+                Some(Orphan {
+                    task_id,
+                    execution_id: container.execution_id,
+                    handle: container.id,
+                })
+            })
+            .collect()
+    }
+
+    /// Follows a dead instance's task container: waits for it (it may have exited already),
+    /// maps its exit as [`Executor::run`] does, stops it on `cancel`, and removes it (unless
+    /// cleanup is off).
+    async fn follow(
+        &self,
+        orphan: &Orphan,
+        cancel: CancellationToken,
+    ) -> Result<Exit, TaskFailure> {
+        let id = orphan.handle.as_str();
+        let span = tracing::info_span!(
+            "docker_task",
+            task_id = %orphan.task_id,
+            execution_id = %orphan.execution_id,
+            container = %id
+        );
+        let redactor = match self.docker.inspect_container(id, None).await {
+            Ok(inspect) => {
+                let mut env = EnvList::new();
+                for pair in inspect.config.and_then(|c| c.env).unwrap_or_default() {
+                    if let Some((key, value)) = pair.split_once('=') {
+                        env.push(key, value);
+                    }
+                }
+                Redactor::for_env(&env)
+            }
+            Err(_) => Redactor::for_env(&EnvList::new()),
+        };
+        let outcome = self.wait(id, &cancel, &redactor).instrument(span).await;
+        if self.config.cleanup {
+            container::remove(&self.docker, id).await;
+        }
+        match outcome {
+            Ok(exit) => Ok(exit),
+            Err(Halt::Cancelled) => Ok(Exit::Cancelled),
+            Err(Halt::Failed(mut failure)) => {
+                failure.message = redactor.redact(&failure.message);
+                Err(failure)
+            }
+        }
     }
 
     async fn shutdown(&self) {

@@ -92,24 +92,53 @@ pub struct SweepReport {
     pub removed: Vec<String>,
     /// Task containers stopped but kept (`--no-cleanup`).
     pub stopped: Vec<String>,
-    /// Containers left alone because their instance is alive (this one or another process).
+    /// Containers left alone because their instance is alive (this one or another process),
+    /// or because a live instance adopted their task.
     pub live: Vec<String>,
+    /// Task containers of dead instances whose task is still owed a report: kept, for this
+    /// process to follow to their end (running or already exited).
+    pub adoptable: Vec<AdoptableContainer>,
+}
+
+/// A dead instance's task container that is to be followed instead of removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdoptableContainer {
+    /// The container id.
+    pub id: String,
+    /// Its task id label.
+    pub task_id: String,
+    /// Its execution id label.
+    pub execution_id: String,
+}
+
+/// What the sweep needs to know about a container's owner, from the state directory.
+pub trait Ownership: Send + Sync {
+    /// Whether the instance `instance_id` (empty: a version without instance ids) is dead.
+    /// Must claim a dead instance, so no other process acts on it meanwhile.
+    fn is_dead(&self, instance_id: &str) -> bool;
+    /// Whether a live instance has taken over `task_id` (its journal lists it): its container
+    /// carries the label of the dead instance that started it, and must be left alone.
+    fn adopted_by_live(&self, task_id: &str) -> bool;
+    /// Whether `task_id`, of a dead instance, is owed a report that following its container
+    /// would give (claimed, no terminal report journaled).
+    fn adoptable(&self, task_id: &str) -> bool;
 }
 
 /// Removes the containers dead worker processes with `worker_id` left behind: every helper
 /// container, and every task container (only stopped, and kept, when `cleanup` is false, so
 /// `--no-cleanup` still leaves them for inspection). Sidecar volumes are a shared cache and stay.
 ///
-/// `is_dead` decides from a container's instance label (empty for containers of versions
-/// without instance ids); containers of live instances are listed in [`SweepReport::live`] and
-/// never touched.
+/// `owners` decides from a container's instance label (empty for containers of versions
+/// without instance ids) and its task id; containers of live instances are listed in
+/// [`SweepReport::live`] and never touched; task containers of dead instances whose task is
+/// owed a report are listed in [`SweepReport::adoptable`] and kept.
 ///
 /// # Errors
 /// The list call's error; failures on single containers are logged and skipped.
 pub async fn sweep_orphans(
     docker: &Docker,
     worker_id: &str,
-    is_dead: &(dyn Fn(&str) -> bool + Send + Sync),
+    owners: &dyn Ownership,
     cleanup: bool,
     stop_grace: Duration,
 ) -> Result<SweepReport, bollard::errors::Error> {
@@ -124,8 +153,16 @@ pub async fn sweep_orphans(
         let role = labels.get(LABEL_ROLE).map(String::as_str);
         let task_id = labels.get(LABEL_TASK_ID).cloned().unwrap_or_default();
         let instance = labels.get(LABEL_INSTANCE_ID).map_or("", String::as_str);
-        if !is_dead(instance) {
+        if !owners.is_dead(instance) || owners.adopted_by_live(&task_id) {
             report.live.push(id);
+            continue;
+        }
+        if role == Some(Role::Task.as_str()) && owners.adoptable(&task_id) {
+            report.adoptable.push(AdoptableContainer {
+                id,
+                execution_id: labels.get(LABEL_EXECUTION_ID).cloned().unwrap_or_default(),
+                task_id,
+            });
             continue;
         }
         let running = matches!(container.state, Some(ContainerSummaryStateEnum::RUNNING));

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Exit, FailureReason, TaskFailure, TaskId};
-use crate::ports::executor::{CancelError, Executor, TaskSpec};
+use crate::ports::executor::{CancelError, Executor, Orphan, TaskSpec};
 
 /// What one run of a task does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +94,10 @@ struct State {
     cancel_hook_takes: Duration,
     shutdown_takes: Duration,
     shutdowns: usize,
+    orphans: Vec<Orphan>,
+    scan_interval: Option<Duration>,
+    scans: usize,
+    followed: Vec<TaskId>,
 }
 
 impl FakeExecutor {
@@ -124,6 +128,27 @@ impl FakeExecutor {
     pub fn with_shutdown_taking(self, duration: Duration) -> Self {
         self.lock().shutdown_takes = duration;
         self
+    }
+
+    /// Makes `adopt_orphans` scan every `every` after start-up (default: only at start-up).
+    pub fn with_orphan_scan_every(self, every: Duration) -> Self {
+        self.lock().scan_interval = Some(every);
+        self
+    }
+
+    /// Leaves `orphan` on the pretend backend: the next `adopt_orphans` takes it over (once).
+    pub fn leave_orphan(&self, orphan: Orphan) {
+        self.update(|state| state.orphans.push(orphan));
+    }
+
+    /// How many times `adopt_orphans` ran.
+    pub fn scans(&self) -> usize {
+        self.lock().scans
+    }
+
+    /// Adopted tasks whose `follow` started, in order.
+    pub fn followed(&self) -> Vec<TaskId> {
+        self.lock().followed.clone()
     }
 
     /// Scripts every later run of `task_id`.
@@ -227,6 +252,49 @@ impl Executor for FakeExecutor {
             }
             play(script, &cancel).await
         };
+        self.update(|state| {
+            if let Some(i) = state.running.iter().position(|id| *id == task_id) {
+                state.running.remove(i);
+            }
+            if outcome == Ok(Exit::Cancelled) {
+                state.cancelled.push(task_id.clone());
+            }
+            state.outcomes.push((task_id, outcome.clone()));
+        });
+        outcome
+    }
+
+    async fn adopt_orphans(&self) -> Vec<Orphan> {
+        let mut taken = Vec::new();
+        self.update(|state| {
+            state.scans += 1;
+            taken = std::mem::take(&mut state.orphans);
+        });
+        taken
+    }
+
+    fn orphan_scan_interval(&self) -> Option<Duration> {
+        self.lock().scan_interval
+    }
+
+    /// Plays the task id's script, as `run` would from the wait on.
+    async fn follow(
+        &self,
+        orphan: &Orphan,
+        cancel: CancellationToken,
+    ) -> Result<Exit, TaskFailure> {
+        let task_id = orphan.task_id.clone();
+        let mut script = Script::default();
+        self.update(|state| {
+            script = state
+                .scripts
+                .get(&task_id)
+                .unwrap_or(&state.default_script)
+                .clone();
+            state.followed.push(task_id.clone());
+            state.running.push(task_id.clone());
+        });
+        let outcome = play(script, &cancel).await;
         self.update(|state| {
             if let Some(i) = state.running.iter().position(|id| *id == task_id) {
                 state.running.remove(i);

@@ -32,7 +32,7 @@ impl RecordingMetrics {
 
     /// The value the `tasks_active` up-down counter would have.
     pub fn active(&self) -> i64 {
-        let claimed = self.count(|s| matches!(s, Signal::TaskClaimed));
+        let claimed = self.count(|s| matches!(s, Signal::TaskClaimed | Signal::TaskAdopted));
         let finished = self.count(|s| matches!(s, Signal::TaskFinished { .. }));
         claimed as i64 - finished as i64
     }

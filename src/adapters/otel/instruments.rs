@@ -249,6 +249,7 @@ impl Instruments {
                 self.claimed.add(1, &[]);
                 self.tasks_active.add(1, &[]);
             }
+            Signal::TaskAdopted => self.tasks_active.add(1, &[]),
             Signal::TaskFinished {
                 result,
                 duration,

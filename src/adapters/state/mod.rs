@@ -220,6 +220,31 @@ impl Instances {
         self.claimed()
     }
 
+    /// Whether a live instance (this one included) journals `task_id`: it has taken the task
+    /// over, whatever instance label the task's resources carry.
+    pub fn journaled_by_live(&self, task_id: &str) -> bool {
+        let Ok(entries) = fs::read_dir(&self.inner.worker_dir) else {
+            return false;
+        };
+        let file = journal::file_name(task_id);
+        entries.flatten().any(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            !name.starts_with('.')
+                && entry.path().join("tasks").join(&file).exists()
+                && self.liveness(&name) != Liveness::Dead
+        })
+    }
+
+    /// The journal entry for `task_id` in a dead instance this process has claimed, if any.
+    pub fn dead_entry(&self, task_id: &str) -> Option<JournalEntry> {
+        let file = journal::file_name(task_id);
+        self.claimed().into_iter().find_map(|dead| {
+            journal::read(&self.tasks_dir(&dead).join(&file))
+                .ok()
+                .flatten()
+        })
+    }
+
     /// The dead instances this process holds claims on.
     pub fn claimed(&self) -> Vec<String> {
         let mut ids: Vec<String> = self

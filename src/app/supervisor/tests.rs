@@ -665,3 +665,87 @@ async fn with_nothing_running_a_drain_ends_at_once() {
     step!(h, Event::ShutdownRequested);
     h.finish_shutdown().await;
 }
+
+fn orphan(raw: &str) -> Orphan {
+    Orphan {
+        task_id: id(raw),
+        execution_id: format!("{raw}-exec"),
+        handle: format!("container-of-{raw}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adopted_task_holds_a_slot_is_cancellable_and_reported_without_a_claim() {
+    let fake = FakeExecutor::new().with_default(Script::hangs_until_cancelled());
+    let mut h = Harness::with_fake(1, &fake);
+    h.supervisor.adopt(vec![orphan("old")]);
+    assert_eq!(h.supervisor.running(), 1);
+    assert_eq!(h.metrics.active(), 1);
+    h.assign("new");
+    assert_eq!(
+        h.source.reports(),
+        [rejected("new", RejectReason::AtCapacity)],
+        "the adopted task holds the only slot, and no claim is sent for it"
+    );
+    // Adopting it again (a second scan) changes nothing.
+    h.supervisor.adopt(vec![orphan("old")]);
+    fake.wait_until_running(&id("old")).await;
+    assert_eq!(fake.followed(), [id("old")]);
+    h.cancel("old");
+    step!(h, Event::ExecutionFinished { .. });
+    step!(h, Event::BackendCancelDone { .. });
+    assert_eq!(h.source.reports()[1..], [completed("old", true)]);
+    assert_eq!(fake.backend_cancels(), [(id("old"), "old-exec".to_owned())]);
+    assert_eq!(h.metrics.active(), 0);
+    assert_eq!(h.metrics.count(|s| *s == Signal::TaskClaimed), 0);
+    h.assert_quiet().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adopted_task_that_fails_is_reported_with_its_reason_and_exit_code() {
+    let fake = FakeExecutor::new();
+    fake.script(&id("old"), Script::exits_after(Duration::from_secs(5), 3));
+    let mut h = Harness::with_fake(0, &fake);
+    h.supervisor.adopt(vec![orphan("old")]);
+    step!(h, Event::ExecutionFinished { .. });
+    let reports = h.source.reports();
+    assert!(
+        matches!(
+            &reports[..],
+            [TaskReport::Failed {
+                failure_reason: FailureReason::AgentInvocation,
+                exit_code: Some(3),
+                ..
+            }]
+        ),
+        "{reports:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn orphans_found_by_a_periodic_scan_are_adopted_while_running_only() {
+    let fake = FakeExecutor::new()
+        .with_default(Script::succeeds_after(Duration::from_secs(1)))
+        .with_orphan_scan_every(Duration::from_secs(30));
+    let mut h = Harness::with_fake(0, &fake);
+    h.supervisor.schedule_scan();
+    fake.leave_orphan(orphan("lapsed"));
+    step!(h, Event::OrphanScanDue);
+    step!(h, Event::OrphansFound(_));
+    step!(h, Event::ExecutionFinished { .. });
+    assert_eq!(fake.followed(), [id("lapsed")]);
+    assert_eq!(h.source.reports(), [completed("lapsed", false)]);
+    // The next scan comes one interval later and finds nothing.
+    let before = tokio::time::Instant::now();
+    step!(h, Event::OrphanScanDue);
+    assert_eq!(before.elapsed(), Duration::from_secs(29));
+    step!(h, Event::OrphansFound(_));
+    assert_eq!(fake.scans(), 2);
+    // Once shutdown begins no scan is started.
+    h.shutdown.cancel();
+    step!(h, Event::ShutdownRequested);
+    fake.leave_orphan(orphan("late"));
+    h.finish_shutdown().await;
+    assert_eq!(fake.scans(), 2);
+    assert_eq!(fake.followed(), [id("lapsed")]);
+}
