@@ -1,5 +1,7 @@
 //! Instances on the real Docker Engine: two live workers with one worker id never touch each
-//! other's containers, and a dead instance's containers are cleaned up by the next one.
+//! other's containers; a dead instance's container whose run is owed a report is adopted and
+//! followed to its real end by the next one (through the executor and through the real worker
+//! binary after a SIGKILL), and one owed nothing is cleaned up.
 
 use std::time::Duration;
 
@@ -7,12 +9,243 @@ use bollard::models::ContainerSummaryStateEnum;
 use oz_agent_worker::adapters::docker::DockerExecutor;
 use oz_agent_worker::adapters::docker::labels::LABEL_INSTANCE_ID;
 use oz_agent_worker::adapters::state::Instances;
-use oz_agent_worker::domain::Exit;
+use oz_agent_worker::domain::{Exit, FailureReason};
 use oz_agent_worker::ports::executor::Executor;
+use oz_local_control_plane::sample_assignment;
+use oz_protocol::WorkerMessage;
 use tokio_util::sync::CancellationToken;
 
+use super::restart::{Worker, wait_nth_open};
+use crate::support::daemon::{control_plane, next};
 use crate::support::docker as d;
 
+/// A dead instance (its executor dropped mid-run, its lock released, as when its process is
+/// killed) that had journaled `spec`'s claim as sent: returns the running container's id.
+async fn die_mid_run(
+    state: &std::path::Path,
+    worker: &str,
+    spec: oz_agent_worker::ports::executor::TaskSpec,
+) -> String {
+    let dead = Instances::open(state, worker).unwrap();
+    let dead_id = dead.instance_id().to_owned();
+    dead.record_claim(spec.task_id.as_str()).unwrap();
+    dead.record_claim_sent(spec.task_id.as_str()).unwrap();
+    let mut config = d::config(worker);
+    config.instances = Some(dead);
+    let executor = d::executor(config).await;
+    let run = tokio::spawn(async move {
+        let _ = executor.run(&spec, CancellationToken::new()).await;
+    });
+    let probe = d::executor(d::config(&d::worker_id("probe"))).await;
+    let id = wait_running(&probe, worker, &dead_id).await;
+    run.abort();
+    let _ = run.await;
+    id
+}
+
+#[tokio::test]
+async fn a_dead_instances_running_task_is_adopted_and_followed_to_its_real_exit_code() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let worker = d::worker_id("adopt");
+    let spec = d::spec(
+        "adopt",
+        &images.image,
+        &images.sidecar,
+        &[("OZ_STANDIN_SLEEP", "3"), ("OZ_STANDIN_EXIT", "7")],
+    );
+    let task_id = spec.task_id.clone();
+    let container = die_mid_run(state.path(), &worker, spec).await;
+
+    let next = Instances::open(state.path(), &worker).unwrap();
+    let mut config = d::config(&worker);
+    config.instances = Some(next.clone());
+    let executor = d::executor(config).await;
+    let orphans = executor.adopt_orphans().await;
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    assert_eq!(orphans[0].task_id, task_id);
+    assert_eq!(orphans[0].handle, container);
+    assert!(executor.adopt_orphans().await.is_empty(), "adopted once");
+    let failure = executor
+        .follow(&orphans[0], CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reason, FailureReason::ContainerExit, "{failure:?}");
+    assert_eq!(failure.exit_code, Some(7));
+    assert!(
+        d::containers(executor.client(), &worker).await.is_empty(),
+        "the followed container is removed at its end"
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_for_an_adopted_task_stops_its_container() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let worker = d::worker_id("adopt-cancel");
+    let spec = d::spec(
+        "adopt-cancel",
+        &images.image,
+        &images.sidecar,
+        &[("OZ_STANDIN_SLEEP", "300")],
+    );
+    die_mid_run(state.path(), &worker, spec).await;
+    let next = Instances::open(state.path(), &worker).unwrap();
+    let mut config = d::config(&worker);
+    config.instances = Some(next);
+    let executor = d::executor(config).await;
+    let orphans = executor.adopt_orphans().await;
+    assert_eq!(orphans.len(), 1);
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    assert_eq!(
+        executor.follow(&orphans[0], cancel).await,
+        Ok(Exit::Cancelled)
+    );
+    assert!(d::containers(executor.client(), &worker).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_third_instance_leaves_alone_a_container_a_live_instance_adopted() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let worker = d::worker_id("adopt-live");
+    let spec = d::spec(
+        "adopt-live",
+        &images.image,
+        &images.sidecar,
+        &[("OZ_STANDIN_SLEEP", "300")],
+    );
+    let container = die_mid_run(state.path(), &worker, spec).await;
+    // The second instance adopts it (its journal now lists the task) and stays alive.
+    let second = Instances::open(state.path(), &worker).unwrap();
+    let mut config = d::config(&worker);
+    config.instances = Some(second.clone());
+    let adopter = d::executor(config).await;
+    let orphans = adopter.adopt_orphans().await;
+    assert_eq!(orphans.len(), 1);
+    oz_agent_worker::app::restart::recover(
+        &second,
+        None,
+        true,
+        &std::iter::once(orphans[0].task_id.as_str().to_owned()).collect(),
+    );
+    assert_eq!(second.journal().len(), 1, "the adopter journals the task");
+    // A third instance starts: the container still carries the dead first instance's label.
+    let third = Instances::open(state.path(), &worker).unwrap();
+    let mut config = d::config(&worker);
+    config.instances = Some(third);
+    let other = d::executor(config).await;
+    assert!(other.adopt_orphans().await.is_empty());
+    assert!(
+        is_running(&other, &container).await,
+        "the third instance left the adopted container running"
+    );
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    assert_eq!(
+        adopter.follow(&orphans[0], cancel).await,
+        Ok(Exit::Cancelled)
+    );
+}
+
+#[tokio::test]
+async fn a_sigkilled_docker_worker_s_run_is_followed_by_the_next_process_and_reported_once() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = d::worker_id("kill-docker");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "worker_id: {worker}\nstate_dir: {}\nbackend:\n  docker:\n    pull_policy: if-not-present\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut assignment = sample_assignment("docker-killed");
+    assignment["docker_image"] = images.image.clone().into();
+    assignment["sidecar_image"] = images.sidecar.clone().into();
+    assignment["env_vars"]["OZ_STANDIN_SLEEP"] = "4".into();
+    assignment["env_vars"]["OZ_STANDIN_EXIT"] = "9".into();
+
+    let mut first = Worker::spawn(&cp, &config, &[]);
+    wait_nth_open(&cp, 1).await;
+    cp.assign(&assignment).unwrap();
+    loop {
+        if let Some(WorkerMessage::TaskClaimed { .. }) = next(&cp).await.message {
+            break;
+        }
+    }
+    let probe = d::executor(d::config(&d::worker_id("probe"))).await;
+    let running = d::eventually(Duration::from_secs(30), || async {
+        d::containers(probe.client(), &worker)
+            .await
+            .iter()
+            .any(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+    })
+    .await;
+    assert!(running, "the task container never ran");
+    first
+        .signal_and_wait(nix::sys::signal::Signal::SIGKILL)
+        .await;
+
+    let mut second = Worker::spawn(&cp, &config, &[]);
+    let mut seen = Vec::new();
+    loop {
+        let Some(message) = next(&cp).await.message else {
+            continue;
+        };
+        let terminal = matches!(
+            message,
+            WorkerMessage::TaskCompleted { .. } | WorkerMessage::TaskFailed { .. }
+        );
+        seen.push(message);
+        if terminal {
+            break;
+        }
+    }
+    let Some(WorkerMessage::TaskFailed {
+        failure_reason,
+        exit_code,
+        message,
+        ..
+    }) = seen.last().cloned()
+    else {
+        panic!("{seen:?}");
+    };
+    assert_eq!(
+        (failure_reason.as_deref(), exit_code),
+        (Some("container_exit"), Some(9)),
+        "the real outcome, not a restart failure: {message}"
+    );
+    assert_eq!(
+        seen.len(),
+        1,
+        "no claim again, one terminal report: {seen:?}"
+    );
+    // Nothing more for the run, and nothing left on the engine once the worker stops.
+    second
+        .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+        .await;
+    while let Some(received) = cp.next_message(Duration::from_millis(300)).await {
+        assert!(
+            received.message.is_none(),
+            "reported again: {:?}",
+            received.message
+        );
+    }
+    assert!(d::containers(probe.client(), &worker).await.is_empty());
+}
 /// The id of the running task container of `worker` created by `instance`.
 async fn wait_running(executor: &DockerExecutor, worker: &str, instance: &str) -> String {
     let found = std::sync::Mutex::new(String::new());
@@ -89,7 +322,7 @@ async fn a_second_live_worker_with_the_same_id_leaves_the_first_ones_task_runnin
 }
 
 #[tokio::test]
-async fn a_dead_instances_task_container_is_removed_by_the_next_instance() {
+async fn a_dead_instances_unjournaled_task_container_is_removed_by_the_next_instance() {
     let Some(images) = d::setup().await else {
         return;
     };
@@ -131,4 +364,92 @@ async fn a_dead_instances_task_container_is_removed_by_the_next_instance() {
         vec![dead_id],
         "claimed by the next instance"
     );
+}
+
+#[tokio::test]
+async fn a_worker_killed_during_an_image_pull_is_reported_once_as_restarted_by_the_next_one() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    // A "registry" that accepts connections and never answers: the engine's pull hangs in it.
+    let registry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let image = format!(
+        "127.0.0.1:{}/oz-test/never-served:1",
+        registry.local_addr().unwrap().port()
+    );
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = d::worker_id("kill-pull");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "worker_id: {worker}\nstate_dir: {}\nbackend:\n  docker:\n    pull_policy: always\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut assignment = sample_assignment("pull-killed");
+    assignment["docker_image"] = image.into();
+    assignment["sidecar_image"] = images.sidecar.clone().into();
+
+    let mut first = Worker::spawn(&cp, &config, &[]);
+    wait_nth_open(&cp, 1).await;
+    cp.assign(&assignment).unwrap();
+    // The pull has begun once the engine connects to the registry.
+    let held = tokio::time::timeout(Duration::from_secs(30), registry.accept())
+        .await
+        .expect("the engine never contacted the registry")
+        .unwrap();
+    first
+        .signal_and_wait(nix::sys::signal::Signal::SIGKILL)
+        .await;
+    drop(held);
+    drop(registry);
+
+    let mut second = Worker::spawn(&cp, &config, &[]);
+    let mut seen = Vec::new();
+    loop {
+        let Some(message) = next(&cp).await.message else {
+            continue;
+        };
+        let terminal = matches!(
+            message,
+            WorkerMessage::TaskCompleted { .. } | WorkerMessage::TaskFailed { .. }
+        );
+        seen.push(message);
+        if terminal {
+            break;
+        }
+    }
+    let Some(WorkerMessage::TaskFailed {
+        failure_reason,
+        message,
+        ..
+    }) = seen.last().cloned()
+    else {
+        panic!("{seen:?}");
+    };
+    assert_eq!(
+        failure_reason.as_deref(),
+        Some(oz_agent_worker::app::restart::RESTART_REASON.as_str())
+    );
+    assert_eq!(message, oz_agent_worker::app::restart::RESTARTED_MESSAGE);
+    let claims = seen
+        .iter()
+        .filter(|m| matches!(m, WorkerMessage::TaskClaimed { .. }))
+        .count();
+    assert_eq!(claims, 1, "claimed by the first process only: {seen:?}");
+    second
+        .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+        .await;
+    while let Some(received) = cp.next_message(Duration::from_millis(300)).await {
+        assert!(
+            received.message.is_none(),
+            "reported again: {:?}",
+            received.message
+        );
+    }
+    let probe = d::executor(d::config(&d::worker_id("probe"))).await;
+    assert!(d::containers(probe.client(), &worker).await.is_empty());
 }
