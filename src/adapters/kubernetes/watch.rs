@@ -446,12 +446,32 @@ impl JobWatch {
             JobState::Running => Step::Continue,
             JobState::Complete => Step::Done(Outcome::Succeeded),
             JobState::Failed { reason, message } => {
-                // A pod-level failure is more specific than the Job's.
+                // A pod-level failure is more specific than the Job's. The shared pod watch may
+                // lag behind the Job watch (the Job controller reacts to the same pod update),
+                // so when the cached pods show nothing, ask the API server for them once.
                 let mut ignored = None;
                 let mut checked = HashMap::new();
                 for pod in pods {
                     if let Some(failure) = self.on_pod(pod, &mut ignored, &mut checked).await {
                         return Step::Done(Outcome::Failed(failure));
+                    }
+                }
+                let fresh: Api<Pod> =
+                    Api::namespaced(self.jobs.clone().into_client(), &self.namespace);
+                let params = ListParams::default()
+                    .labels(&format!("{LABEL_EXECUTION_HASH}={}", self.execution_hash));
+                match fresh.list(&params).await {
+                    Ok(list) => {
+                        for pod in &list.items {
+                            if let Some(failure) =
+                                self.on_pod(pod, &mut ignored, &mut checked).await
+                            {
+                                return Step::Done(Outcome::Failed(failure));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(job = %self.job_name, error = %api_message(&e), "Could not list the failed Job's pods.");
                     }
                 }
                 Step::Done(Outcome::Failed(job_failure(
