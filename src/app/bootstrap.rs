@@ -1,7 +1,6 @@
 //! Wiring: turns a validated [`Config`] into adapters and the [`Supervisor`], and runs them.
 //! This is the only place that names every adapter.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,9 @@ use crate::adapters::state::Instances;
 use crate::adapters::system_clock::SystemClock;
 use crate::app::config::{Backend, Config};
 use crate::app::restart;
-use crate::app::supervisor::{ShutdownDeadlines, Stopped, Supervisor, SupervisorSettings};
+use crate::app::supervisor::{
+    OrphanScan, ShutdownDeadlines, Stopped, Supervisor, SupervisorSettings,
+};
 use crate::domain::argv::ArgvSettings;
 use crate::domain::{ConcurrencyPolicy, SpecSettings};
 use crate::ports::{ControlEvent, Executor, Metrics, Ports, Readiness, Signal, TaskSource};
@@ -95,13 +96,6 @@ pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
         .await
         .context("Failed to create worker")?;
     readiness.set_backend_ready(true);
-    // Tasks dead instances of this worker id left running on the backend, now this one's to
-    // follow; recovery below must not report them as lost.
-    let orphans = executor.adopt_orphans().await;
-    let adopted: HashSet<String> = orphans
-        .iter()
-        .map(|o| o.task_id.as_str().to_owned())
-        .collect();
 
     let ws = WsConfig::new(
         config.web_socket_url.clone(),
@@ -109,38 +103,28 @@ pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
         config.api_key.clone(),
     );
     let ws = Arc::new(WsTaskSource::new(ws).context("invalid --web-socket-url")?);
-    let source: Arc<dyn TaskSource> = match &instances {
-        Some(instances) => {
-            ws.on_delivery(restart::journal_delivery(instances.clone()));
-            let workspace_root = match &backend {
-                Backend::Direct(direct) if direct.target_dir.is_none() => {
-                    Some(direct.workspace_root.as_path())
-                }
-                _ => None,
-            };
-            let recovered = restart::recover(instances, workspace_root, config.cleanup, &adopted);
-            if !recovered.instances.is_empty() {
-                info!(
-                    instances = recovered.instances.len(),
-                    tasks = recovered.tasks.len() + recovered.resend.len(),
-                    killed_process_groups = recovered.killed_groups,
-                    "Cleaned up after dead worker processes with this worker id."
-                );
-            }
-            for report in recovered.resend {
-                warn!(task_id = %report.task_id(), "Sending again the terminal report of a task a dead worker process finished (the server may have it already).");
-                if let Err(err) = ws.report(report) {
-                    warn!("Cannot queue a recovered report: {err}");
-                }
-            }
-            for task_id in recovered.tasks {
-                warn!(task_id = %task_id, "Reporting a task a dead worker process left unreported as failed.");
-                if let Err(err) = ws.report(restart::restarted_report(task_id)) {
-                    warn!("Cannot queue a recovered report: {err}");
-                }
-            }
-            Arc::new(restart::JournalingSource::new(ws, instances.clone()))
+    let workspace_root = match &backend {
+        Backend::Direct(direct) if direct.target_dir.is_none() => {
+            Some(direct.workspace_root.clone())
         }
+        _ => None,
+    };
+    if let Some(instances) = &instances {
+        ws.on_delivery(restart::journal_delivery(instances.clone()));
+    }
+    // Tasks dead instances of this worker id left: followed when the backend can adopt them,
+    // else ended and reported from their journal. Again every scan interval while running.
+    let recovery = Arc::new(restart::Recovery::new(
+        executor.clone(),
+        instances.clone(),
+        ws.clone(),
+        workspace_root,
+        config.cleanup,
+        config.orphan_scan_interval,
+    ));
+    let orphans = recovery.scan().await;
+    let source: Arc<dyn TaskSource> = match &instances {
+        Some(instances) => Arc::new(restart::JournalingSource::new(ws, instances.clone())),
         None => ws,
     };
 
@@ -159,7 +143,8 @@ pub async fn build(config: &Config, env: &HostEnv) -> anyhow::Result<App> {
         clock: Arc::new(SystemClock),
         metrics: Arc::new(metrics.clone()),
     };
-    let mut supervisor = Supervisor::new(ports, settings, readiness.clone());
+    let mut supervisor =
+        Supervisor::new(ports, settings, readiness.clone()).with_orphan_scan(recovery);
     supervisor.adopt(orphans);
     Ok(App {
         supervisor,

@@ -93,6 +93,10 @@ pub struct Config {
     /// `--drain-timeout` or YAML `drain_timeout`: how long running tasks may finish after the
     /// first SIGTERM before they are stopped (zero: stopped at once).
     pub drain_timeout: std::time::Duration,
+    /// `--orphan-scan-interval` or YAML `orphan_scan_interval`: how often a running worker
+    /// looks for what dead worker processes with its worker id left behind (zero: only at
+    /// start-up).
+    pub orphan_scan_interval: std::time::Duration,
 }
 
 /// What the command line asked for.

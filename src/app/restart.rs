@@ -20,7 +20,7 @@
 //! hide that, and no backend reason (`container_exit`, `agent_invocation`) is true.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +31,9 @@ use tracing::{info, warn};
 
 use crate::adapters::control_plane::Delivery;
 use crate::adapters::state::{Instances, TerminalRecord, kill_recorded_group};
+use crate::app::supervisor::OrphanScan;
 use crate::domain::{FailureReason, TaskId, TaskReport};
-use crate::ports::{ControlEvent, SourceError, TaskSource};
+use crate::ports::{ControlEvent, Executor, Orphan, SourceError, TaskSource};
 
 /// The message of the `task_failed` sent for a task a dead instance left unreported.
 pub const RESTARTED_MESSAGE: &str = "the worker restarted while the task was running";
@@ -158,6 +159,104 @@ impl TaskSource for JournalingSource {
 
     async fn flush(&self, timeout: Duration) -> bool {
         self.inner.flush(timeout).await
+    }
+}
+
+/// The default of `orphan_scan_interval`: how often a running worker looks for instances that
+/// died while it lives (another process with the same worker id on this host or cluster).
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The orphan scan with the crash journal: the executor adopts what it can follow, then
+/// [`recover`] ends and reports what dead instances journaled and nobody follows. Run by the
+/// app at start-up and by the supervisor every [`OrphanScan::interval`], so a worker also
+/// takes over from another process with its worker id that dies while it runs.
+pub struct Recovery {
+    executor: Arc<dyn Executor>,
+    instances: Option<Instances>,
+    /// Where recovered reports go (the control-plane source itself: their journal entries
+    /// were taken over already).
+    source: Arc<dyn TaskSource>,
+    workspace_root: Option<PathBuf>,
+    cleanup: bool,
+    rescan: Duration,
+}
+
+impl Recovery {
+    /// A scan over `executor`, with the journal of `instances` when the worker has a state
+    /// directory; `workspace_root` is where Direct workspaces live (per-task ones only);
+    /// `rescan` is the configured interval between scans while running (zero: none).
+    pub fn new(
+        executor: Arc<dyn Executor>,
+        instances: Option<Instances>,
+        source: Arc<dyn TaskSource>,
+        workspace_root: Option<PathBuf>,
+        cleanup: bool,
+        rescan: Duration,
+    ) -> Self {
+        Self {
+            executor,
+            instances,
+            source,
+            workspace_root,
+            cleanup,
+            rescan,
+        }
+    }
+}
+
+#[async_trait]
+impl OrphanScan for Recovery {
+    async fn scan(&self) -> Vec<Orphan> {
+        let orphans = self.executor.adopt_orphans().await;
+        let Some(instances) = &self.instances else {
+            return orphans;
+        };
+        let adopted: HashSet<String> = orphans
+            .iter()
+            .map(|o| o.task_id.as_str().to_owned())
+            .collect();
+        let recovered = recover(
+            instances,
+            self.workspace_root.as_deref(),
+            self.cleanup,
+            &adopted,
+        );
+        if !recovered.instances.is_empty() {
+            info!(
+                instances = recovered.instances.len(),
+                adopted = recovered.adopted,
+                reported = recovered.tasks.len() + recovered.resend.len(),
+                killed_process_groups = recovered.killed_groups,
+                "Cleaned up after dead worker processes with this worker id."
+            );
+        }
+        for report in recovered.resend {
+            warn!(task_id = %report.task_id(), "Sending again the terminal report of a task a dead worker process finished (the server may have it already).");
+            if let Err(err) = self.source.report(report) {
+                warn!("Cannot queue a recovered report: {err}");
+            }
+        }
+        for task_id in recovered.tasks {
+            warn!(task_id = %task_id, "Reporting a task a dead worker process left unreported as failed.");
+            if let Err(err) = self.source.report(restarted_report(task_id)) {
+                warn!("Cannot queue a recovered report: {err}");
+            }
+        }
+        orphans
+    }
+
+    /// The configured interval, or the executor's when shorter (a Kubernetes Lease lapses
+    /// sooner); none when zero is configured or there is nothing to scan (no state directory
+    /// and an executor that adopts nothing).
+    fn interval(&self) -> Option<Duration> {
+        if self.rescan.is_zero() {
+            return None;
+        }
+        match (self.executor.orphan_scan_interval(), &self.instances) {
+            (Some(executor), _) => Some(executor.min(self.rescan)),
+            (None, Some(_)) => Some(self.rescan),
+            (None, None) => None,
+        }
     }
 }
 

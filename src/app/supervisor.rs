@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -56,6 +57,34 @@ impl Default for ShutdownDeadlines {
             backend: Duration::from_secs(10),
             drain: Duration::ZERO,
         }
+    }
+}
+
+/// Finds and takes over what dead worker processes with this worker id left behind, for the
+/// supervisor to follow; run once by the app at start-up and then every [`OrphanScan::interval`]
+/// while the supervisor takes tasks. The default, [`ExecutorScan`], asks the executor alone;
+/// `app::restart::Recovery` adds the crash journal.
+#[async_trait::async_trait]
+pub trait OrphanScan: Send + Sync {
+    /// Takes over what dead instances left: returns the tasks to follow (and may queue reports
+    /// for those it cannot follow).
+    async fn scan(&self) -> Vec<Orphan>;
+
+    /// How often to scan after start-up (`None`: only at start-up).
+    fn interval(&self) -> Option<Duration>;
+}
+
+/// The executor's own orphan scan ([`crate::ports::Executor::adopt_orphans`]).
+pub struct ExecutorScan(pub Arc<dyn crate::ports::Executor>);
+
+#[async_trait::async_trait]
+impl OrphanScan for ExecutorScan {
+    async fn scan(&self) -> Vec<Orphan> {
+        self.0.adopt_orphans().await
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        self.0.orphan_scan_interval()
     }
 }
 
@@ -237,13 +266,16 @@ pub struct Supervisor {
     backend_cancels: JoinSet<(TaskId, HookOutcome)>,
     /// The orphan scan in flight (at most one).
     scans: JoinSet<Vec<Orphan>>,
-    /// When the next orphan scan is due (`None`: the executor scans only at start-up).
+    /// When the next orphan scan is due (`None`: scans only at start-up).
     next_scan: Option<Instant>,
+    /// What finds orphans.
+    orphan_scan: Arc<dyn OrphanScan>,
 }
 
 impl Supervisor {
     /// A supervisor with no tasks.
     pub fn new(ports: Ports, settings: SupervisorSettings, readiness: Readiness) -> Self {
+        let orphan_scan = Arc::new(ExecutorScan(ports.executor.clone()));
         Self {
             ports,
             settings,
@@ -256,7 +288,15 @@ impl Supervisor {
             backend_cancels: JoinSet::new(),
             scans: JoinSet::new(),
             next_scan: None,
+            orphan_scan,
         }
+    }
+
+    /// Replaces the periodic orphan scan (default: [`ExecutorScan`]).
+    #[must_use]
+    pub fn with_orphan_scan(mut self, scan: Arc<dyn OrphanScan>) -> Self {
+        self.orphan_scan = scan;
+        self
     }
 
     /// Follows tasks that dead worker processes left running and that the executor took over
@@ -339,12 +379,11 @@ impl Supervisor {
         }
     }
 
-    /// Sets when the next orphan scan is due, from the executor's interval.
+    /// Sets when the next orphan scan is due, from the scan's interval.
     pub(crate) fn schedule_scan(&mut self) {
         self.next_scan = self
-            .ports
-            .executor
-            .orphan_scan_interval()
+            .orphan_scan
+            .interval()
             .map(|every| Instant::now() + every);
     }
 
@@ -418,9 +457,8 @@ impl Supervisor {
                 self.step = None;
             }
             Event::OrphanScanDue => {
-                let executor = self.ports.executor.clone();
-                self.scans
-                    .spawn(async move { executor.adopt_orphans().await });
+                let scan = self.orphan_scan.clone();
+                self.scans.spawn(async move { scan.scan().await });
                 self.next_scan = None;
             }
             Event::OrphansFound(orphans) => {

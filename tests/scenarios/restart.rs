@@ -235,7 +235,7 @@ async fn a_direct_task_of_a_sigkilled_worker_is_reported_once_and_its_processes_
 }
 
 #[tokio::test]
-async fn two_live_workers_with_one_id_and_state_dir_never_recover_each_others_tasks() {
+async fn two_live_workers_with_one_id_never_recover_each_others_tasks_until_one_dies() {
     let cp = control_plane().await;
     let scratch = Scratch::new("direct-two");
     let report_knob = format!("OZ_STANDIN_REPORT={}", scratch.report().display());
@@ -246,8 +246,9 @@ async fn two_live_workers_with_one_id_and_state_dir_never_recover_each_others_ta
     frames_until(&cp, |m| matches!(m, WorkerMessage::TaskClaimed { .. })).await;
     let agent = wait_for_pid(&scratch.report()).await;
 
-    // A second live worker with the same id starts: the first one's task is not its business.
-    let mut second = Worker::spawn(&cp, &scratch.config(), &[]);
+    // A second live worker with the same id starts, looking for dead instances every 200 ms:
+    // the first one's task is not its business while the first one lives.
+    let mut second = Worker::spawn(&cp, &scratch.config(), &["--orphan-scan-interval", "200ms"]);
     wait_nth_open(&cp, 2).await;
     // Give it work (assignments go to the newest connection) and wait for that to finish, so
     // its start-up is long over.
@@ -260,10 +261,22 @@ async fn two_live_workers_with_one_id_and_state_dir_never_recover_each_others_ta
         frames.iter().all(|m| m.task_id() != "run-of-first"),
         "the second worker reported the first one's task: {frames:?}"
     );
+    // Several scans of the second worker pass: nothing about the first one's run.
+    if let Some(received) = cp.next_message(Duration::from_secs(1)).await {
+        panic!("unexpected frame while both live: {received:?}");
+    }
     assert!(alive(agent), "the first worker's agent is untouched");
-    second.signal_and_wait(Signal::SIGTERM).await;
-    first.signal_and_wait(Signal::SIGTERM).await;
+
+    // The first worker dies: the second one's next scan ends its agent and reports its run.
+    first.signal_and_wait(Signal::SIGKILL).await;
+    let frames = frames_until(&cp, |m| m.task_id() == "run-of-first").await;
+    let Some(WorkerMessage::TaskFailed { message, .. }) = frames.last() else {
+        panic!("expected task_failed, got {frames:?}");
+    };
+    assert_eq!(message, RESTARTED_MESSAGE);
     assert!(wait_all_dead(&[agent]).await.is_empty());
+    second.signal_and_wait(Signal::SIGTERM).await;
+    assert!(scratch.journal_files().is_empty());
 }
 
 /// Polls `/readyz` until it answers `status` (bounded).

@@ -67,6 +67,14 @@ async fn a_dead_instances_running_task_is_adopted_and_followed_to_its_real_exit_
     assert_eq!(orphans.len(), 1, "{orphans:?}");
     assert_eq!(orphans[0].task_id, task_id);
     assert_eq!(orphans[0].handle, container);
+    // The app's recovery then moves the task's journal entry to the adopter, so the next
+    // scan sees it owned by a live instance.
+    oz_agent_worker::app::restart::recover(
+        &next,
+        None,
+        true,
+        &std::iter::once(task_id.as_str().to_owned()).collect(),
+    );
     assert!(executor.adopt_orphans().await.is_empty(), "adopted once");
     let failure = executor
         .follow(&orphans[0], CancellationToken::new())
@@ -451,5 +459,87 @@ async fn a_worker_killed_during_an_image_pull_is_reported_once_as_restarted_by_t
         );
     }
     let probe = d::executor(d::config(&d::worker_id("probe"))).await;
+    assert!(d::containers(probe.client(), &worker).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_live_docker_worker_adopts_the_running_task_of_a_peer_with_its_id_that_dies() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = d::worker_id("peer-dies");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "worker_id: {worker}\nstate_dir: {}\nbackend:\n  docker:\n    pull_policy: if-not-present\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut assignment = sample_assignment("peer-run");
+    assignment["docker_image"] = images.image.clone().into();
+    assignment["sidecar_image"] = images.sidecar.clone().into();
+    assignment["env_vars"]["OZ_STANDIN_SLEEP"] = "6".into();
+    assignment["env_vars"]["OZ_STANDIN_EXIT"] = "4".into();
+
+    let mut first = Worker::spawn(&cp, &config, &[]);
+    wait_nth_open(&cp, 1).await;
+    cp.assign(&assignment).unwrap();
+    loop {
+        if let Some(WorkerMessage::TaskClaimed { .. }) = next(&cp).await.message {
+            break;
+        }
+    }
+    let probe = d::executor(d::config(&d::worker_id("probe"))).await;
+    let running = d::eventually(Duration::from_secs(30), || async {
+        d::containers(probe.client(), &worker)
+            .await
+            .iter()
+            .any(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+    })
+    .await;
+    assert!(running, "the task container never ran");
+    // A live peer with the same worker id and state directory, scanning every 200 ms.
+    let mut second = Worker::spawn(&cp, &config, &["--orphan-scan-interval", "200ms"]);
+    wait_nth_open(&cp, 2).await;
+    first
+        .signal_and_wait(nix::sys::signal::Signal::SIGKILL)
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        let Some(message) = next(&cp).await.message else {
+            continue;
+        };
+        let terminal = matches!(
+            message,
+            WorkerMessage::TaskCompleted { .. } | WorkerMessage::TaskFailed { .. }
+        );
+        seen.push(message);
+        if terminal {
+            break;
+        }
+    }
+    let Some(WorkerMessage::TaskFailed {
+        failure_reason,
+        exit_code,
+        ..
+    }) = seen.last().cloned()
+    else {
+        panic!("{seen:?}");
+    };
+    assert_eq!(
+        (failure_reason.as_deref(), exit_code),
+        (Some("container_exit"), Some(4)),
+        "the peer followed the container to its real end: {seen:?}"
+    );
+    second
+        .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+        .await;
+    while let Some(received) = cp.next_message(Duration::from_millis(300)).await {
+        assert!(received.message.is_none(), "reported again: {received:?}");
+    }
     assert!(d::containers(probe.client(), &worker).await.is_empty());
 }

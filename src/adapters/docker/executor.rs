@@ -73,8 +73,31 @@ pub struct DockerExecutor {
     platform: Platform,
     client_config_dir: Option<PathBuf>,
     sidecars: SidecarCache,
-    /// Dead instances' task containers found by the start-up sweep, until adopted.
-    adoptable: std::sync::Mutex<Vec<labels::AdoptableContainer>>,
+    /// Dead instances' task containers found by the start-up sweep, until the first
+    /// [`Executor::adopt_orphans`] takes them (later calls sweep again).
+    adoptable: std::sync::Mutex<Option<Vec<labels::AdoptableContainer>>>,
+}
+
+/// The orphan sweep of `config.worker_id`'s containers (see [`labels::sweep_orphans`]).
+async fn sweep(
+    docker: &Docker,
+    config: &DockerConfig,
+) -> Result<labels::SweepReport, BollardError> {
+    if let Some(instances) = &config.instances {
+        // Claim every dead instance first: a task container carries the label of the
+        // instance that started it, while its journal entry may have moved on to a later
+        // instance that adopted it and died too.
+        instances.claim_dead();
+    }
+    let owners = StateOwnership(config.instances.as_ref());
+    labels::sweep_orphans(
+        docker,
+        &config.worker_id,
+        &owners,
+        config.cleanup,
+        config.stop_grace,
+    )
+    .await
 }
 
 /// What the start-up sweep learns from the state directory (`None`: the worker runs without
@@ -159,22 +182,9 @@ impl DockerExecutor {
             %platform,
             "Connected to the Docker Engine."
         );
-        if let Some(instances) = &config.instances {
-            // Claim every dead instance first: a task container carries the label of the
-            // instance that started it, while its journal entry may have moved on to a later
-            // instance that adopted it and died too.
-            instances.claim_dead();
-        }
-        let owners = StateOwnership(config.instances.as_ref());
-        let sweep = labels::sweep_orphans(
-            &docker,
-            &config.worker_id,
-            &owners,
-            config.cleanup,
-            config.stop_grace,
-        )
-        .await
-        .map_err(|e| DockerError::Sweep(server_message(&e)))?;
+        let sweep = sweep(&docker, &config)
+            .await
+            .map_err(|e| DockerError::Sweep(server_message(&e)))?;
         if !sweep.removed.is_empty() || !sweep.stopped.is_empty() {
             tracing::info!(
                 removed = sweep.removed.len(),
@@ -194,7 +204,7 @@ impl DockerExecutor {
             platform,
             client_config_dir,
             sidecars: SidecarCache::default(),
-            adoptable: std::sync::Mutex::new(sweep.adoptable),
+            adoptable: std::sync::Mutex::new(Some(sweep.adoptable)),
         })
     }
 
@@ -456,12 +466,29 @@ impl Executor for DockerExecutor {
     }
 
     async fn adopt_orphans(&self) -> Vec<Orphan> {
-        let found = std::mem::take(
-            &mut *self
-                .adoptable
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let stashed = self
+            .adoptable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let found = match stashed {
+            Some(found) => found,
+            None => match sweep(&self.docker, &self.config).await {
+                Ok(report) => {
+                    if !report.removed.is_empty() {
+                        tracing::info!(
+                            removed = report.removed.len(),
+                            "Cleaned up after a worker process with this worker id that died."
+                        );
+                    }
+                    report.adoptable
+                }
+                Err(e) => {
+                    tracing::warn!(error = %server_message(&e), "Could not look for containers of dead worker processes; trying again later.");
+                    Vec::new()
+                }
+            },
+        };
         found
             .into_iter()
             .filter_map(|container| {

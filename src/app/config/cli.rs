@@ -131,6 +131,12 @@ pub(crate) struct CliArgs {
     /// them (e.g. 10m); 0 (default) stops them at once.
     #[arg(long, global = true, value_name = "DURATION")]
     pub drain_timeout: Option<String>,
+
+    /// How often to look for tasks left by dead worker processes with this worker id (their
+    /// containers, Jobs or journal), besides at start-up (e.g. 30s, the default); 0: only at
+    /// start-up.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub orphan_scan_interval: Option<String>,
 }
 
 /// `--log-level` values.

@@ -35,6 +35,7 @@ pub fn effective_config_text(config: &Config) -> String {
         health_listen: config.health_listen.map(|addr| addr.to_string()),
         state_dir: &config.state_dir,
         drain_timeout: format_go_duration(config.drain_timeout),
+        orphan_scan_interval: format_go_duration(config.orphan_scan_interval),
         backend: BTreeMap::from([(config.backend.name(), config.backend.effective())]),
     };
     serde_norway::to_string(&view)
@@ -56,5 +57,6 @@ struct Effective<'a> {
     health_listen: Option<String>,
     state_dir: &'a Path,
     drain_timeout: String,
+    orphan_scan_interval: String,
     backend: BTreeMap<&'static str, serde_norway::Value>,
 }

@@ -29,6 +29,8 @@ pub(crate) struct RawFile {
     pub state_dir: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub drain_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub orphan_scan_interval: Option<String>,
     /// `backend:` as read here only for its keys; each block's content is in `blocks`.
     backend: Option<BTreeMap<String, serde_norway::Value>>,
     #[serde(flatten)]

@@ -461,3 +461,34 @@ fn a_bad_state_dir_or_drain_timeout_names_the_field() {
         "{text}"
     );
 }
+
+#[test]
+fn orphan_scan_interval_defaults_to_thirty_seconds_the_flag_wins_and_a_bad_one_names_the_field() {
+    assert_eq!(ok(&[]).orphan_scan_interval, Duration::from_secs(30));
+    let loaded = with_file("orphan_scan_interval: 0\n", &[]).unwrap();
+    assert_eq!(
+        loaded.invocation.config().orphan_scan_interval,
+        Duration::ZERO
+    );
+    let loaded = with_file(
+        "orphan_scan_interval: 2m\n",
+        &["--orphan-scan-interval", "5s"],
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.invocation.config().orphan_scan_interval,
+        Duration::from_secs(5)
+    );
+    let text = err(&["--orphan-scan-interval", "often"]).to_string();
+    assert!(
+        text.contains("invalid --orphan-scan-interval \"often\""),
+        "{text}"
+    );
+    let text = with_file("orphan_scan_interval: -3s\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("invalid orphan_scan_interval \"-3s\": must not be negative"),
+        "{text}"
+    );
+}

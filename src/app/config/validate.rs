@@ -21,6 +21,7 @@ use super::{ApiKey, Config, LogFormat, LogLevel};
 use crate::adapters::backend_config::checks;
 use crate::adapters::backend_config::{Context, EnvLookup, Findings};
 use crate::adapters::state::DEFAULT_STATE_DIR;
+use crate::app::restart::RESCAN_INTERVAL as DEFAULT_ORPHAN_SCAN_INTERVAL;
 use crate::domain::env::{EnvEntryError, EnvList, parse_env_entry};
 
 /// The file, already parsed, with where it came from.
@@ -63,6 +64,20 @@ pub(crate) fn validate(
             "drain_timeout",
             text.as_deref(),
             Duration::ZERO,
+            findings,
+        ),
+    };
+    let orphan_scan_interval = match (&cli.orphan_scan_interval, &raw.orphan_scan_interval) {
+        (Some(text), _) => crate::adapters::backend_config::grace(
+            "--orphan-scan-interval",
+            Some(text),
+            DEFAULT_ORPHAN_SCAN_INTERVAL,
+            findings,
+        ),
+        (None, text) => crate::adapters::backend_config::grace(
+            "orphan_scan_interval",
+            text.as_deref(),
+            DEFAULT_ORPHAN_SCAN_INTERVAL,
             findings,
         ),
     };
@@ -122,6 +137,7 @@ pub(crate) fn validate(
         health_listen,
         state_dir: state_dir?,
         drain_timeout,
+        orphan_scan_interval,
     })
 }
 
