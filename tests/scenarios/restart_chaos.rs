@@ -1,6 +1,7 @@
-//! Chaos scenario: 200 runs through the real worker binary (Direct backend, stand-in `oz` that
-//! leaves a grandchild running) while the worker is killed and restarted 10 times, SIGKILL and
-//! SIGTERM alternately, on one state directory. The driver plays the server: it re-offers runs
+//! Chaos scenario: 200 runs through the real worker binary while the worker is killed and
+//! restarted 10 times, SIGKILL and SIGTERM alternately, on one state directory: on the Direct
+//! backend (stand-in `oz` that leaves a grandchild running) and on the Docker backend (where a
+//! SIGKILLed worker's containers are adopted and followed by the next process). The driver plays the server: it re-offers runs
 //! that were rejected or never acknowledged by a worker that went away, and counts terminal
 //! reports per run. Prints runs reported exactly once / twice or more / never, and what is left
 //! behind (processes, workspaces, journal entries). The target is 0 for all but the first; the
@@ -17,6 +18,7 @@ use oz_protocol::WorkerMessage;
 
 use super::restart::{Scratch, Worker};
 use crate::support::daemon::control_plane;
+use crate::support::docker::Images;
 use crate::support::standin::{alive, report_lines};
 
 const RUNS: usize = 200;
@@ -25,7 +27,8 @@ const RESTARTS: usize = 10;
 const PER_LIFE: usize = RUNS / (RESTARTS + 1);
 /// How many runs the driver keeps offered but unacknowledged at once.
 const IN_FLIGHT: usize = 12;
-/// Hang guard for the whole scenario.
+/// Hang guard for the whole scenario (Direct; Docker gets twice as long: every run is a
+/// container).
 const OVERALL: Duration = Duration::from_secs(240);
 
 #[derive(Default)]
@@ -76,12 +79,18 @@ impl Server {
         }
     }
 
-    fn offer(&mut self, cp: &LocalControlPlane) {
+    fn offer(&mut self, cp: &LocalControlPlane, images: Option<&Images>) {
         while self.unacknowledged.len() < IN_FLIGHT {
             let Some(task) = self.queue.pop_front() else {
                 return;
             };
-            if cp.assign(&sample_assignment(&task)).is_err() {
+            let mut assignment = sample_assignment(&task);
+            if let Some(images) = images {
+                assignment["docker_image"] = images.image.clone().into();
+                assignment["sidecar_image"] = images.sidecar.clone().into();
+                assignment["env_vars"]["OZ_STANDIN_SLEEP"] = "0.3".into();
+            }
+            if cp.assign(&assignment).is_err() {
                 self.queue.push_front(task);
                 return;
             }
@@ -109,11 +118,45 @@ impl Server {
 
 #[tokio::test]
 async fn runs_survive_ten_kills_and_restarts_reported_exactly_once_leaving_nothing() {
+    chaos(None).await;
+}
+
+#[tokio::test]
+async fn docker_runs_survive_ten_kills_and_restarts_reported_exactly_once_leaving_nothing() {
+    let Some(images) = crate::support::docker::setup().await else {
+        return;
+    };
+    chaos(Some(images)).await;
+}
+
+/// The scenario on the Direct backend (`images` absent) or on the Docker backend.
+async fn chaos(images: Option<Images>) {
     let started = Instant::now();
     let cp = control_plane().await;
-    let scratch = Scratch::new("chaos");
+    let scratch = Scratch::new(if images.is_some() { "dchaos" } else { "chaos" });
     let report_knob = format!("OZ_STANDIN_REPORT={}", scratch.report().display());
-    let args = [
+    let docker_config = scratch.report().with_file_name("docker.yaml");
+    let config = match &images {
+        Some(_) => {
+            let worker_id = crate::support::docker::worker_id("chaos");
+            std::fs::write(
+                &docker_config,
+                format!(
+                    "worker_id: {worker_id}\nstate_dir: {}\nbackend:\n  docker:\n    pull_policy: if-not-present\n",
+                    scratch.state().display()
+                ),
+            )
+            .unwrap();
+            docker_config.clone()
+        }
+        None => scratch.config(),
+    };
+    let worker_id = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("worker_id: ").map(str::to_owned))
+        .unwrap();
+    let direct_args = [
         "--max-concurrent-tasks",
         "8",
         "-e",
@@ -123,6 +166,12 @@ async fn runs_survive_ten_kills_and_restarts_reported_exactly_once_leaving_nothi
         "-e",
         &report_knob,
     ];
+    let docker_args = ["--max-concurrent-tasks", "8"];
+    let args: &[&str] = if images.is_some() {
+        &docker_args
+    } else {
+        &direct_args
+    };
     let mut server = Server {
         queue: (0..RUNS).map(|i| format!("chaos-{i:03}")).collect(),
         ..Server::default()
@@ -130,15 +179,20 @@ async fn runs_survive_ten_kills_and_restarts_reported_exactly_once_leaving_nothi
     let mut kills = 0;
     let mut connections = 0;
     loop {
-        let mut worker = Worker::spawn(&cp, &scratch.config(), &args);
+        let mut worker = Worker::spawn(&cp, &config, args);
         connections += 1;
         super::restart::wait_nth_open(&cp, connections).await;
         server.terminal_this_life = 0;
         server.life = kills;
         let last_life = kills == RESTARTS;
         while !(server.all_reported() || (!last_life && server.terminal_this_life >= PER_LIFE)) {
-            assert!(started.elapsed() < OVERALL, "the scenario did not finish");
-            server.offer(&cp);
+            let overall = if images.is_some() {
+                OVERALL * 2
+            } else {
+                OVERALL
+            };
+            assert!(started.elapsed() < overall, "the scenario did not finish");
+            server.offer(&cp, images.as_ref());
             if let Some(received) = cp.next_message(Duration::from_millis(100)).await
                 && let Some(message) = received.message
             {
@@ -178,8 +232,18 @@ async fn runs_survive_ten_kills_and_restarts_reported_exactly_once_leaving_nothi
         .map(|d| d.count())
         .unwrap_or(0);
     let journal = scratch.journal_files().len();
+    let containers = match &images {
+        Some(_) => {
+            let docker = crate::support::docker::client().await.unwrap();
+            crate::support::docker::containers(&docker, &worker_id)
+                .await
+                .len()
+        }
+        None => 0,
+    };
     println!(
-        "restart chaos: {RUNS} runs, {RESTARTS} kills (SIGKILL/SIGTERM alternately), {:.1}s",
+        "restart chaos ({}): {RUNS} runs, {RESTARTS} kills (SIGKILL/SIGTERM alternately), {:.1}s",
+        if images.is_some() { "docker" } else { "direct" },
         started.elapsed().as_secs_f64()
     );
     println!(
@@ -189,7 +253,7 @@ async fn runs_survive_ten_kills_and_restarts_reported_exactly_once_leaving_nothi
     println!("  reported twice or more: {twice}");
     println!("  never reported: {never}");
     println!(
-        "  left behind: {} processes (of {} started), {workspaces} workspaces, {journal} journal entries",
+        "  left behind: {} processes (of {} started), {containers} containers, {workspaces} workspaces, {journal} journal entries",
         orphans.len(),
         pids.len()
     );
@@ -212,8 +276,8 @@ async fn runs_survive_ten_kills_and_restarts_reported_exactly_once_leaving_nothi
     // running. This driver kills right after receiving a report, so it aims at the first window.
     assert_eq!(never, 0, "runs never reported");
     assert_eq!(
-        (workspaces, journal),
-        (0, 0),
-        "workspaces and journal entries left"
+        (workspaces, journal, containers),
+        (0, 0, 0),
+        "workspaces, journal entries and containers left"
     );
 }
