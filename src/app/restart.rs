@@ -221,7 +221,12 @@ impl OrphanScan for Recovery {
             self.cleanup,
             &adopted,
         );
-        if !recovered.instances.is_empty() {
+        let acted = recovered.adopted
+            + recovered.tasks.len()
+            + recovered.resend.len()
+            + recovered.killed_groups
+            + recovered.unsent_claims;
+        if acted > 0 {
             info!(
                 instances = recovered.instances.len(),
                 adopted = recovered.adopted,

@@ -311,7 +311,8 @@ impl Instances {
     /// # Errors
     /// The write's error.
     pub fn record_claim(&self, task_id: &str) -> io::Result<()> {
-        let _guard = self.journal_guard();
+        // No journal lock: this creates the task's entry, which nothing else touches before
+        // it exists; holding the lock through the fsyncs would delay other tasks' records.
         journal::write(
             &self.tasks_dir(&self.inner.instance_id),
             &JournalEntry::new(task_id),
@@ -320,13 +321,16 @@ impl Instances {
     }
 
     /// Adds a process group (leader pid and its start time) to `task_id`'s entry, if the task
-    /// is journaled. At most `journal::MAX_GROUPS` are kept (the oldest are dropped: they
+    /// is journaled (no fsync, see the body). At most `journal::MAX_GROUPS` are kept (the oldest are dropped: they
     /// belong to phases that are over).
     ///
     /// # Errors
     /// The write's error.
     pub fn record_group(&self, task_id: &str, group: GroupRecord) -> io::Result<()> {
-        self.update(task_id, true, |entry| entry.push_group(group))
+        // No fsync: a process group does not outlive a power loss, and a process crash sees
+        // the rename at once. Skipping it keeps the window between a spawn and its record (in
+        // which a SIGKILL leaves the group unknown to the next worker) to microseconds.
+        self.update(task_id, false, |entry| entry.push_group(group))
     }
 
     /// Marks that `task_id`'s `task_claimed` may have reached the server (it is about to be
