@@ -564,3 +564,31 @@ fn deploy_systemd_unit_passes_systemd_analyze_verify() {
         text(&broken.stderr)
     );
 }
+
+/// The release workflow runs the release script CI exercises, on version tags only, and checks
+/// the tag against the crate version before building anything.
+#[test]
+fn deploy_release_workflow_runs_the_release_script_on_version_tags() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join(".github/workflows/release.yml")).unwrap();
+    let workflow: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(
+        workflow["on"]["push"]["tags"],
+        serde_norway::Value::Sequence(vec!["v*".into()]),
+        "triggered by version tags"
+    );
+    let steps = workflow["jobs"]["release"]["steps"]
+        .as_sequence()
+        .expect("steps");
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    let check = runs
+        .iter()
+        .position(|r| r.contains("Cargo.toml") && r.contains("GITHUB_REF_NAME"))
+        .expect("a step compares the tag with the crate version");
+    let build = runs
+        .iter()
+        .position(|r| r.trim() == "scripts/release.sh")
+        .expect("a step runs scripts/release.sh");
+    assert!(check < build, "the version check comes before the build");
+    assert!(root.join("scripts/release.sh").is_file());
+}
