@@ -235,15 +235,18 @@ impl OrphanScan for Recovery {
                 "Cleaned up after dead worker processes with this worker id."
             );
         }
-        for report in recovered.resend {
-            warn!(task_id = %report.task_id(), "Sending again the terminal report of a task a dead worker process finished (the server may have it already).");
-            if let Err(err) = self.source.report(report) {
-                warn!("Cannot queue a recovered report: {err}");
+        let resend = recovered.resend.into_iter().map(|report| (report, true));
+        let failed = recovered
+            .tasks
+            .into_iter()
+            .map(|task_id| (restarted_report(task_id), false));
+        for (report, resent) in resend.chain(failed) {
+            if resent {
+                warn!(task_id = %report.task_id(), "Sending again the terminal report of a task a dead worker process finished (the server may have it already).");
+            } else {
+                warn!(task_id = %report.task_id(), "Reporting a task a dead worker process left unreported as failed.");
             }
-        }
-        for task_id in recovered.tasks {
-            warn!(task_id = %task_id, "Reporting a task a dead worker process left unreported as failed.");
-            if let Err(err) = self.source.report(restarted_report(task_id)) {
+            if let Err(err) = self.source.report(report) {
                 warn!("Cannot queue a recovered report: {err}");
             }
         }

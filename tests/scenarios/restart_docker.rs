@@ -11,7 +11,7 @@ use oz_agent_worker::adapters::docker::labels::LABEL_INSTANCE_ID;
 use oz_agent_worker::adapters::state::Instances;
 use oz_agent_worker::domain::{Exit, FailureReason};
 use oz_agent_worker::ports::executor::Executor;
-use oz_local_control_plane::sample_assignment;
+use oz_local_control_plane::{LocalControlPlane, sample_assignment};
 use oz_protocol::WorkerMessage;
 use tokio_util::sync::CancellationToken;
 
@@ -163,54 +163,63 @@ async fn a_third_instance_leaves_alone_a_container_a_live_instance_adopted() {
     );
 }
 
-#[tokio::test]
-async fn a_sigkilled_docker_worker_s_run_is_followed_by_the_next_process_and_reported_once() {
-    let Some(images) = d::setup().await else {
-        return;
-    };
-    let cp = control_plane().await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = d::worker_id("kill-docker");
-    let config = dir.path().join("config.yaml");
+/// A worker config on the Docker backend with a state directory, in `dir`.
+fn docker_worker_config(
+    dir: &std::path::Path,
+    worker: &str,
+    pull_policy: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "worker_id: {worker}\nstate_dir: {}\nbackend:\n  docker:\n    pull_policy: if-not-present\n",
-            dir.path().join("state").display()
+            "worker_id: {worker}\nstate_dir: {}\nbackend:\n  docker:\n    pull_policy: {pull_policy}\n",
+            dir.join("state").display()
         ),
     )
     .unwrap();
-    let mut assignment = sample_assignment("docker-killed");
-    assignment["docker_image"] = images.image.clone().into();
-    assignment["sidecar_image"] = images.sidecar.clone().into();
-    assignment["env_vars"]["OZ_STANDIN_SLEEP"] = "4".into();
-    assignment["env_vars"]["OZ_STANDIN_EXIT"] = "9".into();
+    config
+}
 
-    let mut first = Worker::spawn(&cp, &config, &[]);
-    wait_nth_open(&cp, 1).await;
-    cp.assign(&assignment).unwrap();
+/// A sample assignment run in `image` with the test sidecar and the stand-in's `env`.
+fn docker_assignment(
+    task: &str,
+    image: &str,
+    images: &d::Images,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut assignment = sample_assignment(task);
+    assignment["docker_image"] = image.into();
+    assignment["sidecar_image"] = images.sidecar.clone().into();
+    for (key, value) in env {
+        assignment["env_vars"][*key] = (*value).into();
+    }
+    assignment
+}
+
+/// Waits until the worker claimed the run and its container runs on the engine.
+async fn claimed_and_running(cp: &LocalControlPlane, worker: &str) {
     loop {
-        if let Some(WorkerMessage::TaskClaimed { .. }) = next(&cp).await.message {
+        if let Some(WorkerMessage::TaskClaimed { .. }) = next(cp).await.message {
             break;
         }
     }
     let probe = d::executor(d::config(&d::worker_id("probe"))).await;
     let running = d::eventually(Duration::from_secs(30), || async {
-        d::containers(probe.client(), &worker)
+        d::containers(probe.client(), worker)
             .await
             .iter()
             .any(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
     })
     .await;
     assert!(running, "the task container never ran");
-    first
-        .signal_and_wait(nix::sys::signal::Signal::SIGKILL)
-        .await;
+}
 
-    let mut second = Worker::spawn(&cp, &config, &[]);
+/// The frames the control plane receives up to the first terminal report.
+async fn until_terminal(cp: &LocalControlPlane) -> Vec<WorkerMessage> {
     let mut seen = Vec::new();
     loop {
-        let Some(message) = next(&cp).await.message else {
+        let Some(message) = next(cp).await.message else {
             continue;
         };
         let terminal = matches!(
@@ -219,9 +228,46 @@ async fn a_sigkilled_docker_worker_s_run_is_followed_by_the_next_process_and_rep
         );
         seen.push(message);
         if terminal {
-            break;
+            return seen;
         }
     }
+}
+
+/// Stops `worker`, then checks that no other report arrives and no container of `worker_id`
+/// is left on the engine.
+async fn stop_and_check_nothing_more(cp: &LocalControlPlane, mut worker: Worker, worker_id: &str) {
+    worker
+        .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+        .await;
+    while let Some(received) = cp.next_message(Duration::from_millis(300)).await {
+        assert!(received.message.is_none(), "reported again: {received:?}");
+    }
+    let probe = d::executor(d::config(&d::worker_id("probe"))).await;
+    assert!(d::containers(probe.client(), worker_id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_sigkilled_docker_worker_s_run_is_followed_by_the_next_process_and_reported_once() {
+    let Some(images) = d::setup().await else {
+        return;
+    };
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = d::worker_id("kill-docker");
+    let config = docker_worker_config(dir.path(), &worker, "if-not-present");
+    let env = [("OZ_STANDIN_SLEEP", "4"), ("OZ_STANDIN_EXIT", "9")];
+    let assignment = docker_assignment("docker-killed", &images.image, &images, &env);
+
+    let mut first = Worker::spawn(&cp, &config, &[]);
+    wait_nth_open(&cp, 1).await;
+    cp.assign(&assignment).unwrap();
+    claimed_and_running(&cp, &worker).await;
+    first
+        .signal_and_wait(nix::sys::signal::Signal::SIGKILL)
+        .await;
+
+    let second = Worker::spawn(&cp, &config, &[]);
+    let seen = until_terminal(&cp).await;
     let Some(WorkerMessage::TaskFailed {
         failure_reason,
         exit_code,
@@ -241,18 +287,7 @@ async fn a_sigkilled_docker_worker_s_run_is_followed_by_the_next_process_and_rep
         1,
         "no claim again, one terminal report: {seen:?}"
     );
-    // Nothing more for the run, and nothing left on the engine once the worker stops.
-    second
-        .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
-        .await;
-    while let Some(received) = cp.next_message(Duration::from_millis(300)).await {
-        assert!(
-            received.message.is_none(),
-            "reported again: {:?}",
-            received.message
-        );
-    }
-    assert!(d::containers(probe.client(), &worker).await.is_empty());
+    stop_and_check_nothing_more(&cp, second, &worker).await;
 }
 /// The id of the running task container of `worker` created by `instance`.
 async fn wait_running(executor: &DockerExecutor, worker: &str, instance: &str) -> String {
@@ -388,18 +423,8 @@ async fn a_worker_killed_during_an_image_pull_is_reported_once_as_restarted_by_t
     let cp = control_plane().await;
     let dir = tempfile::tempdir().unwrap();
     let worker = d::worker_id("kill-pull");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "worker_id: {worker}\nstate_dir: {}\nbackend:\n  docker:\n    pull_policy: always\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
-    let mut assignment = sample_assignment("pull-killed");
-    assignment["docker_image"] = image.into();
-    assignment["sidecar_image"] = images.sidecar.clone().into();
+    let config = docker_worker_config(dir.path(), &worker, "always");
+    let assignment = docker_assignment("pull-killed", &image, &images, &[]);
 
     let mut first = Worker::spawn(&cp, &config, &[]);
     wait_nth_open(&cp, 1).await;
@@ -415,21 +440,8 @@ async fn a_worker_killed_during_an_image_pull_is_reported_once_as_restarted_by_t
     drop(held);
     drop(registry);
 
-    let mut second = Worker::spawn(&cp, &config, &[]);
-    let mut seen = Vec::new();
-    loop {
-        let Some(message) = next(&cp).await.message else {
-            continue;
-        };
-        let terminal = matches!(
-            message,
-            WorkerMessage::TaskCompleted { .. } | WorkerMessage::TaskFailed { .. }
-        );
-        seen.push(message);
-        if terminal {
-            break;
-        }
-    }
+    let second = Worker::spawn(&cp, &config, &[]);
+    let seen = until_terminal(&cp).await;
     let Some(WorkerMessage::TaskFailed {
         failure_reason,
         message,
@@ -448,18 +460,7 @@ async fn a_worker_killed_during_an_image_pull_is_reported_once_as_restarted_by_t
         .filter(|m| matches!(m, WorkerMessage::TaskClaimed { .. }))
         .count();
     assert_eq!(claims, 1, "claimed by the first process only: {seen:?}");
-    second
-        .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
-        .await;
-    while let Some(received) = cp.next_message(Duration::from_millis(300)).await {
-        assert!(
-            received.message.is_none(),
-            "reported again: {:?}",
-            received.message
-        );
-    }
-    let probe = d::executor(d::config(&d::worker_id("probe"))).await;
-    assert!(d::containers(probe.client(), &worker).await.is_empty());
+    stop_and_check_nothing_more(&cp, second, &worker).await;
 }
 
 #[tokio::test]
@@ -470,58 +471,21 @@ async fn a_live_docker_worker_adopts_the_running_task_of_a_peer_with_its_id_that
     let cp = control_plane().await;
     let dir = tempfile::tempdir().unwrap();
     let worker = d::worker_id("peer-dies");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "worker_id: {worker}\nstate_dir: {}\nbackend:\n  docker:\n    pull_policy: if-not-present\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
-    let mut assignment = sample_assignment("peer-run");
-    assignment["docker_image"] = images.image.clone().into();
-    assignment["sidecar_image"] = images.sidecar.clone().into();
-    assignment["env_vars"]["OZ_STANDIN_SLEEP"] = "6".into();
-    assignment["env_vars"]["OZ_STANDIN_EXIT"] = "4".into();
+    let config = docker_worker_config(dir.path(), &worker, "if-not-present");
+    let env = [("OZ_STANDIN_SLEEP", "6"), ("OZ_STANDIN_EXIT", "4")];
+    let assignment = docker_assignment("peer-run", &images.image, &images, &env);
 
     let mut first = Worker::spawn(&cp, &config, &[]);
     wait_nth_open(&cp, 1).await;
     cp.assign(&assignment).unwrap();
-    loop {
-        if let Some(WorkerMessage::TaskClaimed { .. }) = next(&cp).await.message {
-            break;
-        }
-    }
-    let probe = d::executor(d::config(&d::worker_id("probe"))).await;
-    let running = d::eventually(Duration::from_secs(30), || async {
-        d::containers(probe.client(), &worker)
-            .await
-            .iter()
-            .any(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
-    })
-    .await;
-    assert!(running, "the task container never ran");
+    claimed_and_running(&cp, &worker).await;
     // A live peer with the same worker id and state directory, scanning every 200 ms.
-    let mut second = Worker::spawn(&cp, &config, &["--orphan-scan-interval", "200ms"]);
+    let second = Worker::spawn(&cp, &config, &["--orphan-scan-interval", "200ms"]);
     wait_nth_open(&cp, 2).await;
     first
         .signal_and_wait(nix::sys::signal::Signal::SIGKILL)
         .await;
-    let mut seen = Vec::new();
-    loop {
-        let Some(message) = next(&cp).await.message else {
-            continue;
-        };
-        let terminal = matches!(
-            message,
-            WorkerMessage::TaskCompleted { .. } | WorkerMessage::TaskFailed { .. }
-        );
-        seen.push(message);
-        if terminal {
-            break;
-        }
-    }
+    let seen = until_terminal(&cp).await;
     let Some(WorkerMessage::TaskFailed {
         failure_reason,
         exit_code,
@@ -535,11 +499,5 @@ async fn a_live_docker_worker_adopts_the_running_task_of_a_peer_with_its_id_that
         (Some("container_exit"), Some(4)),
         "the peer followed the container to its real end: {seen:?}"
     );
-    second
-        .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
-        .await;
-    while let Some(received) = cp.next_message(Duration::from_millis(300)).await {
-        assert!(received.message.is_none(), "reported again: {received:?}");
-    }
-    assert!(d::containers(probe.client(), &worker).await.is_empty());
+    stop_and_check_nothing_more(&cp, second, &worker).await;
 }

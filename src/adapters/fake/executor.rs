@@ -216,6 +216,36 @@ impl FakeExecutor {
             .await;
     }
 
+    /// Marks `task_id` running with its script (also recorded as followed when `adopted`).
+    fn begin(&self, task_id: &TaskId, adopted: bool) -> Script {
+        let mut script = Script::default();
+        self.update(|state| {
+            script = state
+                .scripts
+                .get(task_id)
+                .unwrap_or(&state.default_script)
+                .clone();
+            if adopted {
+                state.followed.push(task_id.clone());
+            }
+            state.running.push(task_id.clone());
+        });
+        script
+    }
+
+    /// Records how `task_id`'s execution ended.
+    fn end(&self, task_id: TaskId, outcome: &Result<Exit, TaskFailure>) {
+        self.update(|state| {
+            if let Some(i) = state.running.iter().position(|id| *id == task_id) {
+                state.running.remove(i);
+            }
+            if *outcome == Ok(Exit::Cancelled) {
+                state.cancelled.push(task_id.clone());
+            }
+            state.outcomes.push((task_id, outcome.clone()));
+        });
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -230,15 +260,7 @@ impl FakeExecutor {
 impl Executor for FakeExecutor {
     async fn run(&self, spec: &TaskSpec, cancel: CancellationToken) -> Result<Exit, TaskFailure> {
         let task_id = spec.task_id.clone();
-        let mut script = Script::default();
-        self.update(|state| {
-            script = state
-                .scripts
-                .get(&task_id)
-                .unwrap_or(&state.default_script)
-                .clone();
-            state.running.push(task_id.clone());
-        });
+        let script = self.begin(&task_id, false);
         let outcome = if cancel.is_cancelled() {
             Ok(Exit::Cancelled)
         } else if !is_safe_path_component(task_id.as_str()) {
@@ -252,15 +274,7 @@ impl Executor for FakeExecutor {
             }
             play(script, &cancel).await
         };
-        self.update(|state| {
-            if let Some(i) = state.running.iter().position(|id| *id == task_id) {
-                state.running.remove(i);
-            }
-            if outcome == Ok(Exit::Cancelled) {
-                state.cancelled.push(task_id.clone());
-            }
-            state.outcomes.push((task_id, outcome.clone()));
-        });
+        self.end(task_id, &outcome);
         outcome
     }
 
@@ -284,26 +298,9 @@ impl Executor for FakeExecutor {
         cancel: CancellationToken,
     ) -> Result<Exit, TaskFailure> {
         let task_id = orphan.task_id.clone();
-        let mut script = Script::default();
-        self.update(|state| {
-            script = state
-                .scripts
-                .get(&task_id)
-                .unwrap_or(&state.default_script)
-                .clone();
-            state.followed.push(task_id.clone());
-            state.running.push(task_id.clone());
-        });
+        let script = self.begin(&task_id, true);
         let outcome = play(script, &cancel).await;
-        self.update(|state| {
-            if let Some(i) = state.running.iter().position(|id| *id == task_id) {
-                state.running.remove(i);
-            }
-            if outcome == Ok(Exit::Cancelled) {
-                state.cancelled.push(task_id.clone());
-            }
-            state.outcomes.push((task_id, outcome.clone()));
-        });
+        self.end(task_id, &outcome);
         outcome
     }
 
