@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::app::config::{LogFormat, LogLevel};
@@ -42,24 +43,78 @@ pub fn dispatch<W>(filter: EnvFilter, format: LogFormat, ansi: bool, writer: W) 
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let layer = tracing_subscriber::fmt::layer().with_target(false);
     match format {
         LogFormat::Text => Dispatch::new(
-            builder
-                .with_ansi(ansi)
-                .with_writer(OneLine(writer))
-                .finish(),
+            tracing_subscriber::registry().with(
+                layer
+                    .with_ansi(ansi)
+                    .with_writer(OneLine(writer))
+                    .with_filter(filter)
+                    .with_filter(DropVagueSdkExportError),
+            ),
         ),
         LogFormat::Json => Dispatch::new(
-            builder
-                .with_writer(writer)
-                .with_ansi(false)
-                .fmt_fields(JsonFields::new())
-                .event_format(FlatJson)
-                .finish(),
+            tracing_subscriber::registry().with(
+                layer
+                    .with_writer(writer)
+                    .with_ansi(false)
+                    .fmt_fields(JsonFields::new())
+                    .event_format(FlatJson)
+                    .with_filter(filter)
+                    .with_filter(DropVagueSdkExportError),
+            ),
         ),
+    }
+}
+
+/// The OpenTelemetry SDK's own line for a failed OTLP/HTTP export (`PeriodicReader.ExportError`
+/// with `HTTP export failed: network error`, or only the status) says neither where nor why;
+/// the HTTP client wrapper (`adapters/otel/export_log.rs`) already logged one line naming the
+/// endpoint and the cause for that export, so this line is dropped. The SDK's other errors,
+/// gRPC export failures among them (their text names the cause), pass.
+struct DropVagueSdkExportError;
+
+/// The event name the SDK gives a failed periodic export.
+const SDK_EXPORT_ERROR: &str = "PeriodicReader.ExportError";
+
+impl<S> tracing_subscriber::layer::Filter<S> for DropVagueSdkExportError {
+    fn enabled(
+        &self,
+        _meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &Event<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        if event.metadata().name() != SDK_EXPORT_ERROR {
+            return true;
+        }
+        let mut vague = VagueHttpError(false);
+        event.record(&mut vague);
+        !vague.0
+    }
+}
+
+/// Finds an `error` field that is the HTTP exporter's vague failure text.
+struct VagueHttpError(bool);
+
+impl Visit for VagueHttpError {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "error" && value.contains("HTTP export failed") {
+            self.0 = true;
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "error" && format!("{value:?}").contains("HTTP export failed") {
+            self.0 = true;
+        }
     }
 }
 
@@ -246,6 +301,34 @@ mod tests {
         span.in_scope(|| {
             warn!(code = 7_i64, flag = true, "inside {}", "the task");
         });
+    }
+
+    /// What the SDK's `otel_error!` emits for a failed periodic export (with `internal-logs`).
+    fn sdk_export_error(error: String) {
+        tracing::error!(
+            name: "PeriodicReader.ExportError",
+            target: "opentelemetry_sdk",
+            name = "PeriodicReader.ExportError",
+            error = error
+        );
+    }
+
+    #[test]
+    fn the_sdks_vague_http_export_line_is_dropped_and_its_other_errors_pass() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let text = capture(format, LogLevel::Info, || {
+                sdk_export_error("Operation failed: HTTP export failed: network error".into());
+                sdk_export_error(
+                    "Operation failed: HTTP export failed with status code: 503".into(),
+                );
+                sdk_export_error("Operation failed: gRPC status Unavailable: tcp connect error: Connection refused".into());
+                tracing::error!(target: "opentelemetry_sdk", name = "Other", error = "HTTP export failed: kept");
+            });
+            assert!(!text.contains("network error"), "{text}");
+            assert!(!text.contains("status code: 503"), "{text}");
+            assert!(text.contains("Connection refused"), "{text}");
+            assert!(text.contains("kept"), "other events pass: {text}");
+        }
     }
 
     #[test]
