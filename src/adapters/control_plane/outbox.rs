@@ -49,7 +49,8 @@ impl From<&WorkerMessage> for Outgoing {
     }
 }
 
-/// Where a report is on its way to the server, as told to the [`DeliveryHook`].
+/// Where a report is on its way to the server, as told to the hook set with
+/// [`super::WsTaskSource::on_delivery`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     /// About to be written to the socket: from here on the server may see it (a process killed
