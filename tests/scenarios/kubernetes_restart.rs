@@ -2,7 +2,8 @@
 //! live executors with one worker id never adopt each other's Jobs (both Leases renewed); a
 //! rolling restart of the real worker binary (SIGTERM, then a new process with the same worker
 //! id) reports every run exactly once with its real outcome; a SIGKILLed worker's Job is
-//! adopted once its Lease lapses. Waits are on events (frames, Lease renewals, pod phases),
+//! adopted once its Lease lapses; a Job that failed while no worker ran is reported by the next
+//! one. Waits are on events (frames, Lease renewals, pod phases),
 //! each bounded.
 
 use std::collections::BTreeMap;
@@ -409,4 +410,129 @@ async fn kubernetes_a_sigkilled_workers_job_is_adopted_once_its_lease_lapses() {
             .is_none(),
         "the dead instance's Lease is deleted once none of its Jobs is left"
     );
+}
+
+#[tokio::test]
+async fn kubernetes_a_job_that_failed_while_no_worker_ran_is_reported_by_the_next_one() {
+    if !require("kubernetes node", k8s::node_available()) {
+        return;
+    }
+    let admin = k8s::admin().await;
+    let namespace = k8s::namespace(&admin).await;
+    let worker_id = format!("oz-offline-{:08x}", fastrand::u32(..));
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(&dir, &namespace, &worker_id);
+    let cp = daemon::control_plane().await;
+    let mut old = Worker::spawn(&cp, &config, &[]);
+    wait_nth_open(&cp, 1).await;
+    let task = assign(&cp, 3, 5);
+    let claimed = next(&cp).await.message.expect("a worker message");
+    assert!(
+        matches!(claimed, WorkerMessage::TaskClaimed { .. }),
+        "{claimed:?}"
+    );
+    all_running(&admin, &namespace, std::slice::from_ref(&task)).await;
+    old.signal_and_wait(Signal::SIGKILL).await;
+
+    // The run fails while no worker runs: its Job is finished, unmarked, its report owed.
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &namespace);
+    k8s::eventually("the Job to fail", WAIT, || async {
+        let job = jobs.get(&task.1.job_name).await.ok()?;
+        (job.status?.failed.unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    let mut new = Worker::spawn(&cp, &config, &[]);
+    let mut frames = BTreeMap::from([(task.0.clone(), vec![claimed])]);
+    frames_until_all_terminal(&cp, std::slice::from_ref(&task.0), &mut frames).await;
+    new.signal_and_wait(Signal::SIGTERM).await;
+    drain(&cp, &mut frames).await;
+    let task_frames = &frames[&task.0];
+    let ends = terminals(task_frames);
+    assert_eq!(ends.len(), 1, "reported exactly once: {task_frames:?}");
+    match ends[0] {
+        WorkerMessage::TaskFailed {
+            failure_reason,
+            exit_code,
+            message,
+            ..
+        } => assert_eq!(
+            (failure_reason.as_deref(), *exit_code),
+            (Some("container_exit"), Some(5)),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let job = jobs.get(&task.1.job_name).await.unwrap();
+    assert_eq!(
+        job.metadata
+            .labels
+            .unwrap()
+            .get("oz-reported")
+            .map(String::as_str),
+        Some("true"),
+        "the reported Job is marked, so no later worker reports it again"
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_two_live_worker_processes_with_one_id_each_report_their_own_runs() {
+    if !require("kubernetes node", k8s::node_available()) {
+        return;
+    }
+    let admin = k8s::admin().await;
+    let namespace = k8s::namespace(&admin).await;
+    let worker_id = format!("oz-pair-{:08x}", fastrand::u32(..));
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(&dir, &namespace, &worker_id);
+    let cp = daemon::control_plane().await;
+    let mut first = Worker::spawn(&cp, &config, &[]);
+    wait_nth_open(&cp, 1).await;
+    // Assignments go to the newest connection: one run for each worker, each outliving several
+    // 2 s Lease periods (and so several orphan scans by the other worker).
+    let first_run = assign(&cp, 12, 0);
+    let mut second = Worker::spawn(&cp, &config, &[]);
+    wait_nth_open(&cp, 2).await;
+    let second_run = assign(&cp, 12, 0);
+    let runs = [first_run.0.clone(), second_run.0.clone()];
+    // (task id, connection) of every frame, until both runs have a terminal report.
+    let mut seen: Vec<(String, u64, WorkerMessage)> = Vec::new();
+    while !runs.iter().all(|run| {
+        seen.iter()
+            .any(|(task, _, m)| task == run && m.is_terminal())
+    }) {
+        let received = next(&cp).await;
+        if let Some(message) = received.message {
+            seen.push((message.task_id().to_owned(), received.connection, message));
+        }
+    }
+    second.signal_and_wait(Signal::SIGTERM).await;
+    first.signal_and_wait(Signal::SIGTERM).await;
+    while let Some(received) = cp.next_message(Duration::from_millis(500)).await {
+        if let Some(message) = received.message {
+            seen.push((message.task_id().to_owned(), received.connection, message));
+        }
+    }
+    for run in &runs {
+        let frames: Vec<_> = seen.iter().filter(|(task, _, _)| task == run).collect();
+        let claim = frames
+            .iter()
+            .find(|(_, _, m)| matches!(m, WorkerMessage::TaskClaimed { .. }))
+            .expect("claimed");
+        let ends: Vec<_> = frames.iter().filter(|(_, _, m)| m.is_terminal()).collect();
+        assert_eq!(ends.len(), 1, "reported exactly once: {frames:?}");
+        assert!(
+            matches!(
+                ends[0].2,
+                WorkerMessage::TaskCompleted {
+                    task_state: None,
+                    ..
+                }
+            ),
+            "{frames:?}"
+        );
+        assert_eq!(
+            ends[0].1, claim.1,
+            "reported by the worker that claimed it, not adopted by the other one: {frames:?}"
+        );
+    }
 }
