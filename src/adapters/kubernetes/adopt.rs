@@ -168,6 +168,17 @@ mod tests {
     }
 
     #[test]
+    fn adoptable_jobs_are_the_workers_own_with_an_owner_and_no_report_mark() {
+        assert_eq!(
+            adoptable_job_selector("w1"),
+            format!(
+                "app.kubernetes.io/managed-by=oz-agent-worker,oz-worker-hash={},oz-instance-id,!oz-reported",
+                crate::adapters::kubernetes::names::short_hash("w1")
+            )
+        );
+    }
+
+    #[test]
     fn the_owner_is_the_instance_label() {
         assert_eq!(owner_of(&job(&[(LABEL_INSTANCE_ID, "i1")], &[])), "i1");
         assert_eq!(owner_of(&job(&[], &[])), "");
