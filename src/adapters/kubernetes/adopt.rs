@@ -12,6 +12,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 
 use super::client::{api_code, api_message};
 use super::executor::KubernetesExecutor;
+use super::lease::live_holders;
 use super::names::{
     ANNOTATION_EXECUTION_ID, ANNOTATION_TASK_ID, LABEL_EXECUTION_ID, LABEL_INSTANCE_ID,
     LABEL_TASK_ID, adoptable_job_selector,
@@ -53,13 +54,6 @@ impl KubernetesExecutor {
         if !self.lease.held() || self.is_leaving() {
             return Vec::new();
         }
-        let live = match self.lease.live_instances().await {
-            Ok(live) => live,
-            Err(e) => {
-                tracing::warn!(error = %api_message(&e), "Cannot list worker instance Leases; adopting nothing for now.");
-                return Vec::new();
-            }
-        };
         let jobs: Api<Job> = self.jobs_api();
         let selector = adoptable_job_selector(&self.config().worker_id);
         let listed = match jobs.list(&ListParams::default().labels(&selector)).await {
@@ -69,6 +63,16 @@ impl KubernetesExecutor {
                 return Vec::new();
             }
         };
+        // Leases after Jobs: an instance creates its Lease before its first Job, so the owner of
+        // every listed Job that is alive has a Lease in this later list.
+        let leases = match self.lease.worker_leases().await {
+            Ok(leases) => leases,
+            Err(e) => {
+                tracing::warn!(error = %api_message(&e), "Cannot list worker instance Leases; adopting nothing for now.");
+                return Vec::new();
+            }
+        };
+        let live = live_holders(&leases, k8s_openapi::jiff::Timestamp::now());
         let me = self.instance_id().to_owned();
         let mut in_use = HashSet::new();
         let mut orphans = Vec::new();
@@ -109,7 +113,7 @@ impl KubernetesExecutor {
                 }
             }
         }
-        self.lease.delete_lapsed(&in_use).await;
+        self.lease.delete_lapsed(leases, &in_use).await;
         orphans
     }
 }

@@ -176,36 +176,24 @@ impl InstanceLease {
         }
     }
 
-    /// The instances of this worker id whose Lease is current (this one included).
+    /// Every Lease of this worker id, live or not.
     ///
     /// # Errors
     /// The API server's answer to the list.
-    pub(super) async fn live_instances(&self) -> Result<HashSet<String>, kube::Error> {
+    pub(super) async fn worker_leases(&self) -> Result<Vec<Lease>, kube::Error> {
         let listed = self
             .api
             .list(&ListParams::default().labels(&worker_lease_selector(&self.worker_id)))
             .await?;
-        let now = Timestamp::now();
-        Ok(listed
-            .items
-            .iter()
-            .filter(|lease| lease_alive(lease, now))
-            .filter_map(|lease| lease.spec.as_ref()?.holder_identity.clone())
-            .collect())
+        Ok(listed.items)
     }
 
-    /// Deletes the lapsed Leases of this worker id whose instance labels none of `in_use`
-    /// (their Jobs are all adopted or gone), each only if unchanged since it was listed.
-    pub(super) async fn delete_lapsed(&self, in_use: &HashSet<String>) {
-        let Ok(listed) = self
-            .api
-            .list(&ListParams::default().labels(&worker_lease_selector(&self.worker_id)))
-            .await
-        else {
-            return;
-        };
+    /// Deletes the lapsed Leases among `leases` (this worker id's, as listed) whose instance
+    /// labels none of `in_use` (their Jobs are all adopted or gone), each only if unchanged
+    /// since it was listed.
+    pub(super) async fn delete_lapsed(&self, leases: Vec<Lease>, in_use: &HashSet<String>) {
         let now = Timestamp::now();
-        for lease in listed.items {
+        for lease in leases {
             let holder = lease
                 .metadata
                 .labels
@@ -234,6 +222,15 @@ impl InstanceLease {
             }
         }
     }
+}
+
+/// The holders of the Leases among `leases` that are current at `now`.
+pub(super) fn live_holders(leases: &[Lease], now: Timestamp) -> HashSet<String> {
+    leases
+        .iter()
+        .filter(|lease| lease_alive(lease, now))
+        .filter_map(|lease| lease.spec.as_ref()?.holder_identity.clone())
+        .collect()
 }
 
 impl Drop for InstanceLease {
@@ -351,6 +348,21 @@ mod tests {
             at("2026-01-01T00:00:01Z")
         ));
         assert!(!lease_alive(&Lease::default(), at("2026-01-01T00:00:01Z")));
+    }
+
+    #[test]
+    fn live_holders_are_those_of_current_leases() {
+        let renewed: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let held = |holder: &str, seconds: i32| Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_owned()),
+                ..lease(Some(renewed), Some(seconds)).spec.unwrap()
+            }),
+            ..Lease::default()
+        };
+        let now: Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
+        let live = live_holders(&[held("a", 30), held("b", 5)], now);
+        assert_eq!(live, HashSet::from(["a".to_owned()]));
     }
 
     #[test]
