@@ -1,10 +1,9 @@
 //! Restarts on the Kubernetes backend, on the test cluster's real API server and kubelet: two
-//! live executors with one worker id never adopt each other's Jobs (both Leases renewed); a
-//! rolling restart of the real worker binary (SIGTERM, then a new process with the same worker
-//! id) reports every run exactly once with its real outcome; a SIGKILLed worker's Job is
+//! live executors with one worker id never adopt each other's Jobs (both Leases renewed); two
+//! rolling restarts of the real worker binary (SIGTERM, then a new process with the same worker
+//! id) report every run exactly once with its real outcome; a SIGKILLed worker's Job is
 //! adopted once its Lease lapses; a Job that failed while no worker ran is reported by the next
-//! one. Waits are on events (frames, Lease renewals, pod phases),
-//! each bounded.
+//! one. Waits are on events (frames, Lease renewals, pod phases, Job labels), each bounded.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -249,10 +248,10 @@ async fn kubernetes_rolling_restart_of_the_worker_reports_every_run_exactly_once
     let mut old = Worker::spawn(&cp, &config, &[]);
     wait_nth_open(&cp, 1).await;
 
-    // Four runs, one of which exits 3; each sleeps long enough to outlive the restart.
+    // Four runs, one of which exits 3; each sleeps long enough to outlive the restarts.
     let mut tasks = Vec::new();
     for exit in [0, 0, 3, 0] {
-        tasks.push(assign(&cp, 20, exit));
+        tasks.push(assign(&cp, 25, exit));
     }
     let mut frames: BTreeMap<String, Vec<WorkerMessage>> = BTreeMap::new();
     while frames.len() < tasks.len() {
@@ -268,12 +267,34 @@ async fn kubernetes_rolling_restart_of_the_worker_reports_every_run_exactly_once
     }
     all_running(&admin, &namespace, &tasks).await;
 
-    // The rolling restart: SIGTERM (the old process deletes its Lease), then the new one.
+    // Two rolling restarts while the runs go on: SIGTERM (the leaving process deletes its
+    // Lease), then a new process; the second restart comes once the first new process has
+    // adopted every Job, so the third one adopts Jobs that were adopted already.
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &namespace);
+    let owners = || async {
+        let mut owners = Vec::new();
+        for (_, names) in &tasks {
+            let job = jobs.get(&names.job_name).await.ok()?;
+            owners.push(job.metadata.labels?.get("oz-instance-id")?.clone());
+        }
+        Some(owners)
+    };
+    let first_owners = owners().await.expect("every Job is labelled");
     old.signal_and_wait(Signal::SIGTERM).await;
-    let mut new = Worker::spawn(&cp, &config, &[]);
+    let mut second = Worker::spawn(&cp, &config, &[]);
+    k8s::eventually("the second worker to adopt every Job", WAIT, || async {
+        let now = owners().await?;
+        now.iter()
+            .zip(&first_owners)
+            .all(|(now, first)| now != first)
+            .then_some(())
+    })
+    .await;
+    second.signal_and_wait(Signal::SIGTERM).await;
+    let mut third = Worker::spawn(&cp, &config, &[]);
     let ids: Vec<String> = tasks.iter().map(|(t, _)| t.clone()).collect();
     frames_until_all_terminal(&cp, &ids, &mut frames).await;
-    new.signal_and_wait(Signal::SIGTERM).await;
+    third.signal_and_wait(Signal::SIGTERM).await;
     drain(&cp, &mut frames).await;
 
     let (mut once, mut twice, mut never) = (0, 0, 0);
@@ -285,7 +306,7 @@ async fn kubernetes_rolling_restart_of_the_worker_reports_every_run_exactly_once
         }
     }
     eprintln!(
-        "rolling restart: runs {}, reported exactly once {once}, twice or more {twice}, never {never}",
+        "rolling restarts (2): runs {}, reported exactly once {once}, twice or more {twice}, never {never}",
         tasks.len()
     );
     assert_eq!((once, twice, never), (tasks.len(), 0, 0), "{frames:#?}");
@@ -316,7 +337,6 @@ async fn kubernetes_rolling_restart_of_the_worker_reports_every_run_exactly_once
             other => panic!("run {i}: unexpected terminal report {other:?}"),
         }
         // The successful Jobs are gone; the failed one stays, marked reported.
-        let jobs: Api<Job> = Api::namespaced(admin.clone(), &namespace);
         let job = jobs.get_opt(&names.job_name).await.unwrap();
         if i == 2 {
             let labels = job.expect("a failed Job stays").metadata.labels.unwrap();
