@@ -3,7 +3,8 @@
 //! rolling restarts of the real worker binary (SIGTERM, then a new process with the same worker
 //! id) report every run exactly once with its real outcome; a SIGKILLed worker's Job is
 //! adopted once its Lease lapses; a Job that failed while no worker ran is reported by the next
-//! one. Waits are on events (frames, Lease renewals, pod phases, Job labels), each bounded.
+//! one; a task that ends while its worker leaves, or after its Job was taken over, is handed
+//! off unreported and unmarked. Waits are on events (frames, Lease renewals, pod phases, Job labels), each bounded.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -555,4 +556,105 @@ async fn kubernetes_two_live_worker_processes_with_one_id_each_report_their_own_
             "reported by the worker that claimed it, not adopted by the other one: {frames:?}"
         );
     }
+}
+
+/// A task on the pretend node, run by a fresh executor holding its Lease.
+struct PretendRun {
+    admin: kube::Client,
+    executor: KubernetesExecutor,
+    namespace: String,
+    names: TaskNames,
+    pod: String,
+    run: tokio::task::JoinHandle<Result<Exit, oz_agent_worker::domain::TaskFailure>>,
+}
+
+async fn pretend_run() -> PretendRun {
+    let admin = k8s::admin().await;
+    let mut config = k8s::worker_config(&k8s::namespace(&admin).await);
+    config.worker_id = format!("oz-hand-{:08x}", fastrand::u32(..));
+    let executor = KubernetesExecutor::without_preflight(&config)
+        .await
+        .unwrap();
+    executor.hold_lease().await.unwrap();
+    let spec = k8s::task_spec(SECRET);
+    let names = k8s::names(&config, &spec);
+    let running = executor.clone();
+    let run = tokio::spawn(async move { running.run(&spec, CancellationToken::new()).await });
+    let pod = k8s::task_pod(&admin, &config.namespace, &names).await;
+    PretendRun {
+        admin,
+        executor,
+        namespace: config.namespace,
+        names,
+        pod,
+        run,
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_pretend_kubelet_a_task_ending_while_the_worker_leaves_is_left_unreported_for_the_next()
+ {
+    if !require("kubernetes api server", k8s::available()) {
+        return;
+    }
+    let PretendRun {
+        admin,
+        executor,
+        namespace,
+        names,
+        pod,
+        run,
+    } = pretend_run().await;
+    executor.shutdown().await;
+    k8s::set_pod_status(&admin, &namespace, &pod, k8s::PodStatus::Exited(0)).await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, run).await.unwrap().unwrap(),
+        Ok(Exit::Spawned),
+        "handed off: no report from the leaving worker"
+    );
+    let job = Api::<Job>::namespaced(admin.clone(), &namespace)
+        .get(&names.job_name)
+        .await
+        .expect("the Job stays for the next worker");
+    let labels = job.metadata.labels.unwrap();
+    assert_eq!(labels.get("oz-reported"), None, "not marked");
+    assert_eq!(labels["oz-instance-id"], executor.instance_id());
+}
+
+#[tokio::test]
+async fn kubernetes_pretend_kubelet_a_task_whose_job_was_taken_over_is_left_to_the_new_owner() {
+    if !require("kubernetes api server", k8s::available()) {
+        return;
+    }
+    let PretendRun {
+        admin,
+        executor,
+        namespace,
+        names,
+        pod,
+        run,
+    } = pretend_run().await;
+    // Another instance took the Job over (as after this one's Lease lapsed).
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &namespace);
+    jobs.patch(
+        &names.job_name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            &json!({ "metadata": { "labels": { "oz-instance-id": "0000000000000001" } } }),
+        ),
+    )
+    .await
+    .unwrap();
+    k8s::set_pod_status(&admin, &namespace, &pod, k8s::PodStatus::Exited(0)).await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, run).await.unwrap().unwrap(),
+        Ok(Exit::Spawned),
+        "handed off: the new owner reports it"
+    );
+    let job = jobs
+        .get(&names.job_name)
+        .await
+        .expect("not deleted by the old owner");
+    assert_eq!(job.metadata.labels.unwrap().get("oz-reported"), None);
+    executor.shutdown().await;
 }

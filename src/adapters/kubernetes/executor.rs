@@ -360,7 +360,6 @@ impl Executor for KubernetesExecutor {
             &names.job_name,
             &names.pod_selector(),
             outcome,
-            &cancel,
             Some(&redactor),
         )
         .await
@@ -412,7 +411,7 @@ impl Executor for KubernetesExecutor {
             .outcome(&cancel)
             .await;
         let selector = format!("{LABEL_EXECUTION_HASH}={execution_hash}");
-        self.conclude(job_name, &selector, outcome, &cancel, redactor.as_ref())
+        self.conclude(job_name, &selector, outcome, redactor.as_ref())
             .await
     }
 
@@ -467,14 +466,14 @@ impl KubernetesExecutor {
     /// (when `redactor` can mask the env values) and keeps the Job for its TTL. Before an end is
     /// returned for reporting, the Job is marked: deleted (success, with cleanup) or labelled
     /// `oz-reported=true`, so no later instance adopts and reports it again. A task that ends
-    /// while the worker is leaving, or whose Job another instance took over, returns nothing
-    /// until cancelled: its report is that instance's.
+    /// while the worker is leaving, or whose Job another instance took over, returns
+    /// [`Exit::Spawned`] (handed off: no report from this instance, its slot frees): the report
+    /// is the other instance's.
     async fn conclude(
         &self,
         job_name: &str,
         pod_selector: &str,
         outcome: Outcome,
-        cancel: &CancellationToken,
         redactor: Option<&Redactor>,
     ) -> Result<Exit, TaskFailure> {
         let result = match outcome {
@@ -507,24 +506,13 @@ impl KubernetesExecutor {
             Some(Owner::Ours) => result,
             None => {
                 tracing::info!(job = %job_name, "Kubernetes task ended while the worker is leaving; the next worker instance adopts and reports it.");
-                self.hand_over(job_name, cancel).await
+                Ok(Exit::Spawned)
             }
             Some(Owner::TakenOver(other)) => {
                 tracing::warn!(job = %job_name, instance_id = %other, "Another worker instance took this Kubernetes Job over (this one's Lease lapsed); it reports the outcome.");
-                self.hand_over(job_name, cancel).await
+                Ok(Exit::Spawned)
             }
         }
-    }
-
-    /// Waits for a cancel of a task whose report is another instance's, then deletes its Job.
-    async fn hand_over(
-        &self,
-        job_name: &str,
-        cancel: &CancellationToken,
-    ) -> Result<Exit, TaskFailure> {
-        cancel.cancelled().await;
-        self.delete_job(job_name).await;
-        Ok(Exit::Cancelled)
     }
 
     /// Marks a finished Job as reported by this instance: deletes it (`delete`) or labels it
