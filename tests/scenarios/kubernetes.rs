@@ -165,12 +165,19 @@ async fn kubernetes_success_deletes_the_job_and_keeps_secrets_out_of_its_spec() 
     );
 
     // Labels and annotations, the same on the Job, its pod template and the Secret.
-    let want_labels = k8s::expected_labels(
+    let mut want_labels = k8s::expected_labels(
         &config.worker_id,
         s.spec.task_id.as_str(),
         &s.spec.execution_id,
         &BTreeMap::from([("team".to_owned(), "agents".to_owned())]),
     );
+    // Next to the worker id: the id of the worker process (instance), 16 hex digits.
+    let instance = job.metadata.labels.as_ref().unwrap()["oz-instance-id"].clone();
+    assert!(
+        instance.len() == 16 && instance.chars().all(|c| c.is_ascii_hexdigit()),
+        "{instance}"
+    );
+    want_labels.insert("oz-instance-id".to_owned(), instance);
     assert_eq!(
         want_labels["oz-task-id"],
         s.spec.task_id.as_str(),
@@ -195,9 +202,21 @@ async fn kubernetes_success_deletes_the_job_and_keeps_secrets_out_of_its_spec() 
             assert!(labels.remove("controller-uid").is_some());
         }
         assert_eq!(labels, want_labels, "labels of the {what}");
+        // The Job alone also carries the raw ids, for an instance that adopts it.
+        let mut want_annotations = config.extra_annotations.clone();
+        if what == "Job" {
+            want_annotations.insert(
+                "oz-agent-worker.warp.dev/task-id".to_owned(),
+                s.spec.task_id.as_str().to_owned(),
+            );
+            want_annotations.insert(
+                "oz-agent-worker.warp.dev/execution-id".to_owned(),
+                s.spec.execution_id.clone(),
+            );
+        }
         assert_eq!(
             meta.annotations.as_ref(),
-            Some(&config.extra_annotations),
+            Some(&want_annotations),
             "annotations of the {what}"
         );
     }
@@ -448,6 +467,7 @@ async fn kubernetes_runs_with_exactly_the_documented_role() {
     if !require("kubernetes api server", k8s::available()) {
         return;
     }
+    k8s::apply_documented_role(&k8s::admin().await).await;
     let mut config = k8s::worker_config(&std::env::var("OZ_TEST_KUBE_NAMESPACE_RBAC").unwrap());
     config.kubeconfig = Some(k8s::kubeconfig_from("OZ_TEST_KUBECONFIG_RESTRICTED"));
     let mut s = start(config, k8s::task_spec(SECRET)).await;
@@ -475,7 +495,10 @@ async fn kubernetes_preflight_names_missing_permissions_namespace_and_server() {
         "{text}"
     );
     assert!(
-        text.contains("pods/log: get; events: list; grant the Role"),
+        text.contains(
+            "pods/log: get; events: list; coordination.k8s.io/leases: get, list, watch, create, \
+             update, patch, delete; grant the Role"
+        ),
         "{text}"
     );
 

@@ -12,6 +12,7 @@ mod docker;
 mod docker_images;
 mod kubernetes;
 mod kubernetes_node;
+mod kubernetes_restart;
 mod local_control_plane;
 mod restart;
 mod restart_chaos;

@@ -49,6 +49,26 @@ pub(crate) async fn admin() -> Client {
     Client::try_from(config).unwrap()
 }
 
+/// Applies the Role of this checkout's docs/kubernetes-rbac.yaml to the restricted identity's
+/// namespace (the setup script applied the file as it was when the cluster started), so the
+/// restricted tests run with exactly the documented rules.
+pub(crate) async fn apply_documented_role(client: &Client) {
+    use k8s_openapi::api::rbac::v1::Role;
+    let namespace = std::env::var("OZ_TEST_KUBE_NAMESPACE_RBAC").expect("set by 40-kubernetes.sh");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/kubernetes-rbac.yaml");
+    let role: Role =
+        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).expect("a Role");
+    let name = role.metadata.name.clone().expect("named");
+    Api::<Role>::namespaced(client.clone(), &namespace)
+        .patch(
+            &name,
+            &PatchParams::apply("oz-agent-worker-tests").force(),
+            &Patch::Apply(&role),
+        )
+        .await
+        .expect("the documented Role applies");
+}
+
 /// A fresh namespace for one test.
 pub(crate) async fn namespace(client: &Client) -> String {
     let name = format!("oz-t-{:08x}", fastrand::u32(..));

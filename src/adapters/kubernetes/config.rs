@@ -100,6 +100,9 @@ pub struct KubernetesConfig {
     pub workspace_size_limit: Option<String>,
     /// Fail fast when a pod stays unschedulable this long; `None` disables.
     pub unschedulable_timeout: Option<Duration>,
+    /// `leaseDurationSeconds` of this worker process's Lease (default 30 s, whole seconds, at
+    /// least 1 s): how long after its last renewal another instance may adopt its Jobs.
+    pub lease_duration: Duration,
     /// A raw PodSpec merged under the worker's required fields (keys keep their camelCase).
     pub pod_template: Option<serde_json::Value>,
     /// Raw ResourceRequirements for the preflight Job's containers.
@@ -130,6 +133,7 @@ impl Default for KubernetesConfig {
             ttl_seconds_after_finished: Some(DEFAULT_TTL_SECONDS_AFTER_FINISHED),
             workspace_size_limit: None,
             unschedulable_timeout: Some(DEFAULT_UNSCHEDULABLE_TIMEOUT),
+            lease_duration: super::lease::DEFAULT_LEASE_DURATION,
             pod_template: None,
             preflight_resources: None,
             environment: EnvList::new(),
@@ -162,6 +166,8 @@ pub(crate) struct RawKubernetes {
     workspace_size_limit: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     unschedulable_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    lease_duration: Option<String>,
     pod_template: Option<serde_json::Value>,
     preflight_resources: Option<serde_json::Value>,
     #[serde(flatten)]
@@ -207,6 +213,7 @@ struct Effective<'a> {
     ttl_seconds_after_finished: Option<i32>,
     workspace_size_limit: Option<&'a str>,
     unschedulable_timeout: Option<String>,
+    lease_duration: String,
     pod_template: Option<&'a serde_json::Value>,
     preflight_resources: Option<&'a serde_json::Value>,
     /// From `-e` (the file has no Kubernetes environment list).
@@ -317,6 +324,29 @@ impl BackendSection for KubernetesConfig {
                 }
             },
         };
+        let lease_duration = match raw.lease_duration.as_deref() {
+            None => defaults.lease_duration,
+            Some(text) => match parse_go_duration(text) {
+                Ok(parsed)
+                    if !parsed.is_non_positive()
+                        && parsed.magnitude >= Duration::from_secs(1)
+                        && parsed.magnitude.subsec_nanos() == 0 =>
+                {
+                    parsed.magnitude
+                }
+                Ok(_) => {
+                    findings.problem(format!(
+                        "invalid backend.kubernetes.lease_duration {text:?}: expected whole \
+                         seconds, at least 1s (e.g. 30s)"
+                    ));
+                    defaults.lease_duration
+                }
+                Err(_) => {
+                    findings.problem(bad_duration("backend.kubernetes.lease_duration", text));
+                    defaults.lease_duration
+                }
+            },
+        };
         let mut raw_tree = |field: &str, value: Option<serde_json::Value>| {
             let value = value.filter(|v| !v.is_null())?;
             if !value.is_object() {
@@ -350,6 +380,7 @@ impl BackendSection for KubernetesConfig {
             ttl_seconds_after_finished,
             workspace_size_limit,
             unschedulable_timeout,
+            lease_duration,
             pod_template,
             preflight_resources,
             environment: context.cli_env.dedup_last_wins(),
@@ -376,6 +407,7 @@ impl BackendSection for KubernetesConfig {
             ttl_seconds_after_finished: k8s.ttl_seconds_after_finished,
             workspace_size_limit: k8s.workspace_size_limit.as_deref(),
             unschedulable_timeout: k8s.unschedulable_timeout.map(format_go_duration),
+            lease_duration: format_go_duration(k8s.lease_duration),
             pod_template: k8s.pod_template.as_ref(),
             preflight_resources: k8s.preflight_resources.as_ref(),
             environment: redacted(&k8s.environment),

@@ -14,6 +14,18 @@ pub const LABEL_TASK_HASH: &str = "oz-task-hash";
 pub const LABEL_EXECUTION_ID: &str = "oz-execution-id";
 /// Label with the hash of the raw execution key; the task's pod selector.
 pub const LABEL_EXECUTION_HASH: &str = "oz-execution-hash";
+/// Label with the id of the worker process (instance) that owns the task: the one that created
+/// it, or the one that adopted it after that instance died. Also on every Lease.
+pub const LABEL_INSTANCE_ID: &str = "oz-instance-id";
+/// Label set to [`REPORTED`] on a finished Job whose owner returned its outcome for reporting:
+/// no later instance adopts it.
+pub const LABEL_REPORTED: &str = "oz-reported";
+/// The value of [`LABEL_REPORTED`].
+pub const REPORTED: &str = "true";
+/// Annotation with the raw task (run) id, which the label holds only sanitized.
+pub const ANNOTATION_TASK_ID: &str = "oz-agent-worker.warp.dev/task-id";
+/// Annotation with the raw execution id.
+pub const ANNOTATION_EXECUTION_ID: &str = "oz-agent-worker.warp.dev/execution-id";
 /// Marks every object this worker creates for a task, so a restarted worker can find them
 /// (`app.kubernetes.io/managed-by=oz-agent-worker,oz-worker-hash=<hash>`).
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -73,6 +85,20 @@ pub fn worker_job_selector(worker_id: &str) -> String {
         "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_WORKER_HASH}={}",
         short_hash(worker_id)
     )
+}
+
+/// The label selector of the Jobs another instance may adopt: this worker's, carrying an
+/// instance id, not marked reported.
+pub fn adoptable_job_selector(worker_id: &str) -> String {
+    format!(
+        "{},{LABEL_INSTANCE_ID},!{LABEL_REPORTED}",
+        worker_job_selector(worker_id)
+    )
+}
+
+/// The name of the Lease that says instance `instance_id` is alive.
+pub fn lease_name(instance_id: &str) -> String {
+    format!("oz-worker-instance-{}", sanitize_name(instance_id))
 }
 
 /// The trimmed execution id, or the task id when it is empty.

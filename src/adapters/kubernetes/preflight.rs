@@ -26,15 +26,23 @@ use super::names::short_hash;
 
 /// Every permission the worker needs in its namespace: (API group, resource, verbs). Kept in
 /// step with docs/kubernetes-rbac.yaml, whose `secrets: create` rule is [`TASK_SECRETS`].
-pub(super) const REQUIRED_PERMISSIONS: [(&str, &str, &[&str]); 4] = [
+pub(super) const REQUIRED_PERMISSIONS: [(&str, &str, &[&str]); 5] = [
     (
         "batch",
         "jobs",
-        &["create", "get", "list", "watch", "delete"],
+        &["create", "get", "list", "watch", "delete", "patch"],
     ),
     ("", "pods", &["get", "list", "watch"]),
     ("", "pods/log", &["get"]),
     ("", "events", &["list"]),
+    // One Lease per worker process says it is alive (see `lease`).
+    (
+        "coordination.k8s.io",
+        "leases",
+        &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ],
+    ),
 ];
 
 /// The permission for a per-task Secret: wanted, not required. Without it (the Go worker's

@@ -516,3 +516,23 @@ fn debug_log_capture_is_validated_and_accepted_with_one_warning() {
         "{message}"
     );
 }
+
+#[test]
+fn kubernetes_lease_duration_is_whole_seconds_of_at_least_one() {
+    let default = config("backend:\n  kubernetes: {}\n", &[]);
+    assert_eq!(kubernetes(&default).lease_duration, Duration::from_secs(30));
+    let short = config("backend:\n  kubernetes:\n    lease_duration: 2s\n", &[]);
+    assert_eq!(kubernetes(&short).lease_duration, Duration::from_secs(2));
+    for bad in ["0s", "500ms", "1.5s", "-3s"] {
+        let text = failure(
+            &format!("backend:\n  kubernetes:\n    lease_duration: {bad}\n"),
+            &[],
+        );
+        assert!(
+            text.contains("backend.kubernetes.lease_duration"),
+            "{bad}: {text}"
+        );
+    }
+    let text = failure("backend:\n  kubernetes:\n    lease_duration: soon\n", &[]);
+    assert!(text.contains("backend.kubernetes.lease_duration"), "{text}");
+}
