@@ -618,6 +618,9 @@ impl Supervisor {
             if n > 0 {
                 info!("Preserving {n} active tasks during worker shutdown");
             }
+            // Tasks that end from now on may not have their reports flushed: the backend
+            // leaves them to the next worker process instead.
+            self.ports.executor.leaving();
             self.enter_flushing();
             return;
         }

@@ -61,6 +61,13 @@ pub trait Executor: Send + Sync {
         false
     }
 
+    /// The worker is about to stop while the tasks it preserves keep running (called once, at
+    /// the end of intake and drain, before reports are flushed; only for backends whose
+    /// `survives_daemon_restart` is true). A task that ends after this should not be concluded
+    /// as reported by this process, whose reports may no longer reach the server: the backend
+    /// leaves it to the next worker process. The default does nothing.
+    fn leaving(&self) {}
+
     /// Takes over what dead worker processes with this worker id left running on the backend
     /// (or finished there without a terminal report), so that [`Executor::follow`] can see each
     /// to its end. A backend must take an orphan over atomically: two live processes never

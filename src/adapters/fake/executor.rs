@@ -98,6 +98,7 @@ struct State {
     scan_interval: Option<Duration>,
     scans: usize,
     followed: Vec<TaskId>,
+    leaving: usize,
 }
 
 impl FakeExecutor {
@@ -139,6 +140,11 @@ impl FakeExecutor {
     /// Leaves `orphan` on the pretend backend: the next `adopt_orphans` takes it over (once).
     pub fn leave_orphan(&self, orphan: Orphan) {
         self.update(|state| state.orphans.push(orphan));
+    }
+
+    /// How many times `leaving` was called.
+    pub fn leaving_calls(&self) -> usize {
+        self.lock().leaving
     }
 
     /// How many times `adopt_orphans` ran.
@@ -285,6 +291,10 @@ impl Executor for FakeExecutor {
             taken = std::mem::take(&mut state.orphans);
         });
         taken
+    }
+
+    fn leaving(&self) {
+        self.update(|state| state.leaving += 1);
     }
 
     fn orphan_scan_interval(&self) -> Option<Duration> {

@@ -415,6 +415,11 @@ impl Executor for KubernetesExecutor {
             .await
     }
 
+    /// From now on no Job is marked: a task that ends is left to the next instance.
+    fn leaving(&self) {
+        self.leaving.cancel();
+    }
+
     /// Stops marking Jobs, waits (up to 5 s) for the marks in flight, then stops renewing and
     /// deletes this instance's Lease, so the next instance adopts the running Jobs at once.
     async fn shutdown(&self) {

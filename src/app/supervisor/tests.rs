@@ -436,13 +436,21 @@ async fn a_preserving_backend_keeps_its_tasks_at_shutdown() {
     let mut h = Harness::with_fake(0, &fake);
     h.assign("t1");
     fake.wait_until_running(&id("t1")).await;
+    assert_eq!(fake.leaving_calls(), 0);
     h.shutdown.cancel();
     step!(h, Event::ShutdownRequested);
+    assert_eq!(
+        fake.leaving_calls(),
+        1,
+        "told before the flush that the worker is leaving"
+    );
+    assert_eq!(h.supervisor.phase, Phase::Flushing);
     h.finish_shutdown().await;
     assert_eq!(h.source.reports(), [claimed("t1")]);
     assert!(fake.cancelled().is_empty());
     assert!(fake.backend_cancels().is_empty());
     assert_eq!(fake.shutdowns(), 1);
+    assert_eq!(fake.leaving_calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
