@@ -113,6 +113,7 @@ async fn scale(admin: &Client, ns: &str, kubeconfig: std::path::PathBuf, tasks: 
         .metadata
         .resource_version
         .unwrap();
+    let mut last_version = version.clone();
     let mut job_events = jobs
         .watch(&WatchParams::default().labels(&selector), &version)
         .await
@@ -151,12 +152,23 @@ async fn scale(admin: &Client, ns: &str, kubeconfig: std::path::PathBuf, tasks: 
         match tokio::time::timeout(WAIT, job_events.next()).await {
             Ok(Some(Ok(WatchEvent::Added(job)))) => {
                 let seen = Instant::now();
+                if let Some(v) = &job.metadata.resource_version {
+                    last_version.clone_from(v);
+                }
                 let name = job.metadata.name.unwrap_or_default();
                 if let Some(at) = assigned.get(&name) {
                     latencies.push(seen - *at);
                 }
             }
             Ok(Some(Ok(_))) => {}
+            // The API server ends a watch after its timeout: go on from the last version seen.
+            Ok(None) => {
+                job_events = jobs
+                    .watch(&WatchParams::default().labels(&selector), &last_version)
+                    .await
+                    .unwrap()
+                    .boxed();
+            }
             other => panic!("Job watch ended: {other:?}"),
         }
     }
