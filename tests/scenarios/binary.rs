@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::support::daemon::{API_KEY, control_plane, next};
+use crate::support::daemon::{API_KEY, control_plane, next, worker_command};
 use crate::support::standin::{standin_path, wait_all_dead};
 
 /// The binary under test, built by cargo for this test run.
@@ -58,18 +58,7 @@ impl WorkerProcess {
             ),
         )
         .unwrap();
-        let mut child = Command::new(WORKER)
-            .arg("--config-file")
-            .arg(&config_file)
-            .args(["--web-socket-url", &cp.ws_url()])
-            .args(["--server-root-url", "http://127.0.0.1:1"])
-            .args(extra)
-            .env("WARP_API_KEY", API_KEY)
-            .env("OTEL_METRICS_EXPORTER", "none")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
+        let mut child = worker_command(cp, &config_file, extra)
             .spawn()
             .expect("the worker binary starts");
         let pid = Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());

@@ -362,26 +362,64 @@ async fn kubernetes_rolling_restart_of_the_worker_reports_every_run_exactly_once
     );
 }
 
-#[tokio::test]
-async fn kubernetes_a_sigkilled_workers_job_is_adopted_once_its_lease_lapses() {
-    if !require("kubernetes node", k8s::node_available()) {
-        return;
-    }
+/// One worker process on the real node, running one claimed task (stand-in sleeping `sleep`
+/// seconds, then exiting `exit`), with everything a restart test needs around it.
+struct OneRunning {
+    admin: kube::Client,
+    namespace: String,
+    /// Holds the config file.
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    cp: LocalControlPlane,
+    old: Worker,
+    task: (String, TaskNames),
+    /// The `task_claimed` the control plane received.
+    claimed: WorkerMessage,
+}
+
+async fn one_running(prefix: &str, sleep: u32, exit: u32) -> OneRunning {
     let admin = k8s::admin().await;
     let namespace = k8s::namespace(&admin).await;
-    let worker_id = format!("oz-killed-{:08x}", fastrand::u32(..));
+    let worker_id = format!("{prefix}-{:08x}", fastrand::u32(..));
     let dir = tempfile::tempdir().unwrap();
     let config = node_config(&dir, &namespace, &worker_id);
     let cp = daemon::control_plane().await;
-    let mut old = Worker::spawn(&cp, &config, &[]);
+    let old = Worker::spawn(&cp, &config, &[]);
     wait_nth_open(&cp, 1).await;
-    let task = assign(&cp, 15, 0);
+    let task = assign(&cp, sleep, exit);
     let claimed = next(&cp).await.message.expect("a worker message");
     assert!(
         matches!(claimed, WorkerMessage::TaskClaimed { .. }),
         "{claimed:?}"
     );
     all_running(&admin, &namespace, std::slice::from_ref(&task)).await;
+    OneRunning {
+        admin,
+        namespace,
+        _dir: dir,
+        config,
+        cp,
+        old,
+        task,
+        claimed,
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_a_sigkilled_workers_job_is_adopted_once_its_lease_lapses() {
+    if !require("kubernetes node", k8s::node_available()) {
+        return;
+    }
+    let OneRunning {
+        admin,
+        namespace,
+        _dir,
+        config,
+        cp,
+        mut old,
+        task,
+        claimed,
+    } = one_running("oz-killed", 15, 0).await;
     let jobs: Api<Job> = Api::namespaced(admin.clone(), &namespace);
     let owner = |job: Job| job.metadata.labels.unwrap()["oz-instance-id"].clone();
     let old_instance = owner(jobs.get(&task.1.job_name).await.unwrap());
@@ -438,21 +476,16 @@ async fn kubernetes_a_job_that_failed_while_no_worker_ran_is_reported_by_the_nex
     if !require("kubernetes node", k8s::node_available()) {
         return;
     }
-    let admin = k8s::admin().await;
-    let namespace = k8s::namespace(&admin).await;
-    let worker_id = format!("oz-offline-{:08x}", fastrand::u32(..));
-    let dir = tempfile::tempdir().unwrap();
-    let config = node_config(&dir, &namespace, &worker_id);
-    let cp = daemon::control_plane().await;
-    let mut old = Worker::spawn(&cp, &config, &[]);
-    wait_nth_open(&cp, 1).await;
-    let task = assign(&cp, 3, 5);
-    let claimed = next(&cp).await.message.expect("a worker message");
-    assert!(
-        matches!(claimed, WorkerMessage::TaskClaimed { .. }),
-        "{claimed:?}"
-    );
-    all_running(&admin, &namespace, std::slice::from_ref(&task)).await;
+    let OneRunning {
+        admin,
+        namespace,
+        _dir,
+        config,
+        cp,
+        mut old,
+        task,
+        claimed,
+    } = one_running("oz-offline", 3, 5).await;
     old.signal_and_wait(Signal::SIGKILL).await;
 
     // The run fails while no worker runs: its Job is finished, unmarked, its report owed.

@@ -4,7 +4,6 @@
 //! the control plane, lines on stderr, processes dying), each bounded.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -14,13 +13,11 @@ use oz_local_control_plane::{LocalControlPlane, sample_assignment};
 use oz_protocol::WorkerMessage;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::support::daemon::{API_KEY, control_plane, next};
+use crate::support::daemon::{control_plane, next, worker_command};
 use crate::support::standin::{alive, report_value, standin_path, wait_all_dead, wait_for_pid};
 
-/// The binary under test.
-const WORKER: &str = env!("CARGO_BIN_EXE_oz-agent-worker");
 /// Hang guard for every wait.
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -32,18 +29,7 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) fn spawn(cp: &LocalControlPlane, config: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(WORKER)
-            .arg("--config-file")
-            .arg(config)
-            .args(["--web-socket-url", &cp.ws_url()])
-            .args(["--server-root-url", "http://127.0.0.1:1"])
-            .args(extra)
-            .env("WARP_API_KEY", API_KEY)
-            .env("OTEL_METRICS_EXPORTER", "none")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
+        let mut child = worker_command(cp, config, extra)
             .spawn()
             .expect("the worker binary starts");
         let stderr = child.stderr.take().unwrap();

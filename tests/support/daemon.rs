@@ -168,3 +168,29 @@ pub(crate) fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The worker binary under test.
+pub(crate) const WORKER_BIN: &str = env!("CARGO_BIN_EXE_oz-agent-worker");
+
+/// The worker binary on `config`, dialling `cp`, with `extra` arguments: the API key in the
+/// environment, metrics off, stdin and stdout closed, stderr piped, killed when dropped.
+pub(crate) fn worker_command(
+    cp: &LocalControlPlane,
+    config: &std::path::Path,
+    extra: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(WORKER_BIN);
+    command
+        .arg("--config-file")
+        .arg(config)
+        .args(["--web-socket-url", &cp.ws_url()])
+        .args(["--server-root-url", "http://127.0.0.1:1"])
+        .args(extra)
+        .env("WARP_API_KEY", API_KEY)
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}

@@ -321,8 +321,8 @@ impl Instances {
     }
 
     /// Adds a process group (leader pid and its start time) to `task_id`'s entry, if the task
-    /// is journaled (no fsync, see the body). At most `journal::MAX_GROUPS` are kept (the oldest are dropped: they
-    /// belong to phases that are over).
+    /// is journaled (no fsync, see the body). At most `journal::MAX_GROUPS` are kept (the
+    /// oldest are dropped: they belong to phases that are over).
     ///
     /// # Errors
     /// The write's error.
